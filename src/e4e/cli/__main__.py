@@ -1,0 +1,5 @@
+import sys
+
+from e4e.cli import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+import torch
+import torch.nn.functional as F
+
+
+def make_kernel(k) -> torch.Tensor:
+    """Separable 1-D taps -> normalised 2-D FIR kernel (sums to 1); a 2-D input is only normalised."""
+    k = torch.as_tensor(k, dtype=torch.float32)
+    if k.ndim == 1:
+        k = k[None, :] * k[:, None]
+    return k / k.sum()
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
+              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Upsample (zero insertion), pad, FIR-filter, downsample, as rosinality's op does.
+
+    x: (N, C, H, W); kernel: (kh, kw), applied as a true convolution (flipped), which matters because
+    checkpoints store the kernel as a buffer and need not be symmetric. pad = (before, after) on both
+    axes; negative values crop.
+    """
+    n, c, h, w = x.shape
+    kh, kw = kernel.shape
+    p0, p1 = pad
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, (max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)))
+    x = x[:, :, max(-p0, 0): x.shape[2] - max(-p1, 0), max(-p0, 0): x.shape[3] - max(-p1, 0)]
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
+    x = F.conv2d(x, weight, groups=c)
+    return x[:, :, ::down, ::down]

@@ -1,0 +1,65 @@
+"""e4e's own format: one .safetensors file, tensors under '<part>.<key>', JSON configs in its metadata.
+
+Readable without pickle; `e4e convert` turns official/rosinality/NVIDIA files into it and back.
+"""
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from e4e.errors import E4EError
+
+FORMAT = "e4e.v1"
+
+
+def save_native(path, parts: dict[str, dict], configs: dict[str, dict], tensors: dict | None = None,
+                info: dict | None = None) -> None:
+    """parts: name -> state dict; configs: name -> plain dict; tensors: extra top-level tensors."""
+    flat = {f"{name}.{k}": v.detach().contiguous().cpu() for name, sd in parts.items() for k, v in sd.items()}
+    for k, v in (tensors or {}).items():
+        flat[k] = v.detach().contiguous().cpu()
+    meta = {"format": FORMAT, "parts": json.dumps(sorted(parts)), "configs": json.dumps(configs),
+            "info": json.dumps(info or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(flat, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def is_native(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little")
+            return 2 <= n < 100_000_000 and f.read(1) == b"{"
+    except OSError:
+        return False
+
+
+def load_native(path) -> tuple[dict[str, dict], dict[str, dict], dict, dict]:
+    """-> (parts, configs, extra tensors, info)."""
+    path = Path(path)
+    if not path.is_file():
+        raise E4EError(f"{path}: no such file")
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        flat = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise E4EError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    if meta.get("format") != FORMAT:
+        raise E4EError(f"{path}: a safetensors file but not an e4e checkpoint (format {meta.get('format')!r})")
+    names = json.loads(meta["parts"])
+    parts = {n: {} for n in names}
+    extra = {}
+    for k, v in flat.items():
+        head, _, rest = k.partition(".")
+        if head in parts and rest:
+            parts[head][rest] = v
+        else:
+            extra[k] = v
+    return parts, json.loads(meta["configs"]), extra, json.loads(meta.get("info", "{}"))

@@ -1,0 +1,114 @@
+import pytest
+import torch
+
+from e4e.checkpoints import (infer_generator_config, load_native, load_rosinality, save_native,
+                             save_rosinality)
+from e4e.errors import E4EError
+from e4e.nets.stylegan2 import Generator, GeneratorConfig
+
+
+def tiny(**kw):
+    cfg = dict(size=16, style_dim=32, n_mlp=2, channel_max=16)
+    cfg.update(kw)
+    return Generator(GeneratorConfig(**cfg)).eval()
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(size=64, n_mlp=8, channel_multiplier=1, channel_max=8),
+                                 dict(size=128, channel_multiplier=2, channel_max=512, style_dim=8, n_mlp=1)])
+def test_infer_config_from_keys(cfg):
+    g = tiny(**cfg)
+    assert infer_generator_config(g.state_dict()).__dict__ == g.cfg.__dict__ | {
+        "channel_multiplier": infer_generator_config(g.state_dict()).channel_multiplier}
+    g2 = Generator(infer_generator_config(g.state_dict()))
+    g2.load_state_dict(g.state_dict(), strict=True)
+
+
+def test_rosinality_round_trip(tmp_path):
+    g = tiny()
+    avg = torch.randn(32)
+    save_rosinality(tmp_path / "g.pt", g, latent_avg=avg)
+    g2, avg2 = load_rosinality(tmp_path / "g.pt")
+    assert torch.equal(avg2, avg[None])
+    for (k, a), (_, b) in zip(g.state_dict().items(), g2.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoint_without_latent_avg(tmp_path):
+    torch.save({"g_ema": tiny().state_dict()}, tmp_path / "g.pt")
+    _, avg = load_rosinality(tmp_path / "g.pt")
+    assert avg is None
+
+
+def test_native_round_trip_is_bit_exact(tmp_path):
+    g = tiny()
+    save_native(tmp_path / "m.safetensors", {"generator": g.state_dict()}, {"generator": g.cfg.__dict__},
+                tensors={"latent_avg": torch.ones(1, 32)}, info={"note": "x"})
+    parts, configs, extra, info = load_native(tmp_path / "m.safetensors")
+    assert configs["generator"] == g.cfg.__dict__ and info == {"note": "x"}
+    assert torch.equal(extra["latent_avg"], torch.ones(1, 32))
+    for k, v in g.state_dict().items():
+        assert torch.equal(parts["generator"][k], v)
+
+
+def one_line(excinfo):
+    msg = str(excinfo.value)
+    assert "\n" not in msg and msg
+    return msg
+
+
+def test_errors_not_a_checkpoint(tmp_path):
+    p = tmp_path / "x.pt"
+    p.write_text("hello, not a checkpoint")
+    with pytest.raises(E4EError) as e:
+        load_rosinality(p)
+    assert "x.pt" in one_line(e)
+
+
+def test_errors_missing_and_empty(tmp_path):
+    with pytest.raises(E4EError, match="no such file"):
+        load_rosinality(tmp_path / "nope.pt")
+    (tmp_path / "e.pt").write_bytes(b"")
+    with pytest.raises(E4EError, match="empty"):
+        load_rosinality(tmp_path / "e.pt")
+
+
+def test_errors_truncated(tmp_path):
+    p = tmp_path / "g.pt"
+    save_rosinality(p, tiny())
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(E4EError) as e:
+        load_rosinality(p)
+    assert "truncated" in one_line(e) or "corrupt" in one_line(e)
+
+
+def test_errors_discriminator_only(tmp_path):
+    torch.save({"d": {"convs.0.0.weight": torch.zeros(1)}}, tmp_path / "d.pt")
+    with pytest.raises(E4EError, match="only a discriminator"):
+        load_rosinality(tmp_path / "d.pt")
+
+
+def test_errors_shape_mismatch_names_key_and_shapes(tmp_path):
+    sd = tiny().state_dict()
+    sd["conv1.conv.modulation.bias"] = torch.zeros(7)
+    torch.save({"g_ema": sd}, tmp_path / "g.pt")
+    with pytest.raises(E4EError) as e:
+        load_rosinality(tmp_path / "g.pt")
+    msg = one_line(e)
+    assert "conv1.conv.modulation.bias" in msg and "(7,)" in msg and "(16,)" in msg
+
+
+def test_errors_unexpected_keys(tmp_path):
+    sd = tiny().state_dict()
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save({"g_ema": sd}, tmp_path / "g.pt")
+    with pytest.raises(E4EError, match="unexpected key"):
+        load_rosinality(tmp_path / "g.pt")
+
+
+def test_refuses_arbitrary_pickled_objects(tmp_path):
+    import argparse
+    p = tmp_path / "obj.pt"
+    torch.save({"g_ema": {"x": torch.zeros(1)}, "opts": argparse.Namespace(a=1)}, p)
+    with pytest.raises(E4EError, match="refusing"):
+        load_rosinality(p)

@@ -1,0 +1,134 @@
+import re
+
+import pytest
+import torch
+
+from conftest import discover, load_npz, rel_err, require_fixtures, state_dict_from_manifest
+from e4e.nets.stylegan2 import Generator, GeneratorConfig
+
+
+def generator_fixtures():
+    out = []
+    for m in discover("generator*.manifest.json"):
+        if re.fullmatch(r"generator\d+\.manifest\.json", m.name):
+            npz = m.with_name(m.name.replace(".manifest.json", ".npz"))
+            if npz.is_file():
+                out.append((m, npz))
+    return out
+
+
+def official_generator(manifest_path):
+    from e4e.checkpoints import generator_from_state
+    return generator_from_state(state_dict_from_manifest(manifest_path), manifest_path.name)
+
+
+@pytest.mark.parametrize("fx", generator_fixtures() or [None], ids=lambda f: f[0].stem if f else "none")
+def test_official_generator_parity(fx):
+    require_fixtures()
+    if fx is None:
+        pytest.fail("fixture folder present but no generator<size> fixture found")
+    g = official_generator(fx[0])
+    f = load_npz(fx[1])
+    with torch.no_grad():
+        assert rel_err(g.mapping(f["z"]), f["w"]) <= 1e-4
+        img, _ = g(f["codes"], input_is_latent=True, randomize_noise=False)
+        assert img.shape[-1] == g.size and rel_err(img, f["img_wplus"]) <= 1e-4
+        mean_w = g.mapping(f["z_for_mean"]).mean(0, keepdim=True)
+        assert rel_err(mean_w, f["mean_w"].reshape(mean_w.shape)) <= 1e-4
+        img, _ = g(f["codes"], input_is_latent=True, randomize_noise=False, truncation=0.7,
+                   truncation_latent=f["mean_w"].reshape(1, -1))
+        assert rel_err(img, f["img_trunc"]) <= 1e-4
+        img, _ = g(f["z"], randomize_noise=False)
+        assert rel_err(img, f["img_z"]) <= 1e-4
+        # the shared-weight (ungrouped) fast path computes the same function
+        for m in g.modules():
+            if hasattr(m, "grouped"):
+                m.grouped = False
+        img, _ = g(f["codes"], input_is_latent=True, randomize_noise=False)
+        assert rel_err(img, f["img_wplus"]) <= 1e-4
+
+
+def small(size=32, **kw):
+    return Generator(GeneratorConfig(size=size, style_dim=32, n_mlp=2, channel_max=16, **kw)).eval()
+
+
+@pytest.mark.parametrize("size", [8, 16, 64, 256, 1024])
+def test_every_power_of_two_size(size):
+    g = Generator(GeneratorConfig(size=size, style_dim=16, n_mlp=1, channel_max=4)).eval()
+    assert g.n_latent == 2 * g.log_size - 2
+    with torch.no_grad():
+        img, lat = g(torch.randn(1, 16), return_latents=True)
+    assert img.shape == (1, 3, size, size) and lat.shape == (1, g.n_latent, 16)
+
+
+def test_rejects_bad_size():
+    with pytest.raises(ValueError):
+        GeneratorConfig(size=48)
+
+
+def test_channel_widths_follow_rosinality():
+    cfg = GeneratorConfig(size=1024, channel_multiplier=2)
+    assert [cfg.channels(2 ** i) for i in range(2, 11)] == [512, 512, 512, 512, 512, 256, 128, 64, 32]
+    cfg = GeneratorConfig(size=256, channel_multiplier=1, channel_max=128)
+    assert [cfg.channels(2 ** i) for i in range(2, 9)] == [128, 128, 128, 128, 128, 128, 64]
+
+
+def test_input_spaces_agree():
+    g = small()
+    z = torch.randn(2, 32)
+    with torch.no_grad():
+        a, _ = g(z, randomize_noise=False)
+        w = g.mapping(z)
+        b, _ = g(w, input_is_latent=True, randomize_noise=False)
+        c, _ = g(w.unsqueeze(1).repeat(1, g.n_latent, 1), input_is_latent=True, randomize_noise=False)
+    assert torch.equal(a, b) and torch.allclose(b, c)
+
+
+def test_truncation_one_is_identity_and_zero_gives_mean():
+    g = small()
+    w = torch.randn(2, 32)
+    mean = g.mean_latent(256)
+    with torch.no_grad():
+        a, _ = g(w, input_is_latent=True, randomize_noise=False)
+        b, _ = g(w, input_is_latent=True, randomize_noise=False, truncation=1.0, truncation_latent=mean)
+        c, lat = g(w, input_is_latent=True, randomize_noise=False, truncation=0.0, truncation_latent=mean,
+                   return_latents=True)
+    assert torch.equal(a, b)
+    assert torch.allclose(lat, mean.expand(2, -1).unsqueeze(1).expand_as(lat))
+    assert torch.allclose(c[0], c[1])
+
+
+def test_mean_latent_is_seeded():
+    g = small()
+    assert torch.equal(g.mean_latent(100, seed=3), g.mean_latent(100, seed=3))
+
+
+def test_style_mixing_uses_each_code_on_its_layers():
+    g = small()
+    w1, w2 = torch.randn(1, 32), torch.randn(1, 32)
+    with torch.no_grad():
+        _, lat = g([w1, w2], input_is_latent=True, inject_index=3, return_latents=True)
+    assert torch.equal(lat[0, :3], w1.expand(3, -1)) and torch.equal(lat[0, 3:], w2.expand(g.n_latent - 3, -1))
+
+
+def test_noise_fixed_vs_random():
+    g = small()
+    for name, buf in g.noises.named_buffers():
+        buf.normal_()
+    for m in g.modules():
+        if m.__class__.__name__ == "NoiseInjection":
+            m.weight.data.fill_(0.5)
+    w = torch.randn(1, g.n_latent, 32)
+    with torch.no_grad():
+        a, _ = g(w, input_is_latent=True, randomize_noise=False)
+        b, _ = g(w, input_is_latent=True, randomize_noise=False)
+        c, _ = g(w, input_is_latent=True, randomize_noise=True)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_state_dict_keys_are_rosinalitys():
+    keys = set(small(16).state_dict())
+    for k in ["style.1.weight", "style.2.bias", "input.input", "conv1.conv.weight", "conv1.conv.modulation.weight",
+              "conv1.noise.weight", "conv1.activate.bias", "to_rgb1.conv.weight", "to_rgb1.bias",
+              "convs.0.conv.blur.kernel", "to_rgbs.0.upsample.kernel", "noises.noise_0", "noises.noise_4"]:
+        assert k in keys, k

@@ -42,7 +42,10 @@ def generator_from_state(state: dict, where: str = "generator") -> Generator:
 
 def load_rosinality(path) -> tuple[Generator, torch.Tensor | None]:
     """Returns (g_ema in eval mode, latent_avg (1, style_dim) or None)."""
-    ckpt = torch_load(path)
+    return from_rosinality_dict(torch_load(path), path)
+
+
+def from_rosinality_dict(ckpt, path) -> tuple[Generator, torch.Tensor | None]:
     if not isinstance(ckpt, dict):
         raise E4EError(f"{path}: not a rosinality checkpoint (a {type(ckpt).__name__}, expected a dict with 'g_ema')")
     key = "g_ema" if "g_ema" in ckpt else "g" if "g" in ckpt else None

@@ -7,7 +7,7 @@ import sys
 from e4e.errors import E4EError
 
 # Order = order in --help.
-COMMANDS = ["generate", "convert"]
+COMMANDS = ["generate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,76 @@
+"""e4e generate: sample a generator at given seeds -> image grid PNG + W latents (.npy)."""
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from e4e.errors import E4EError
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]."""
+    seeds = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (None, None)
+                a, b = int(a), int(b)
+                if b < a:
+                    raise ValueError
+                seeds.extend(range(a, b + 1))
+            elif part:
+                seeds.append(int(part))
+    except (ValueError, TypeError):
+        raise E4EError(f"--seeds: cannot parse {text!r} (use e.g. 0-15 or 1,5,9)") from None
+    if not seeds or min(seeds) < 0:
+        raise E4EError(f"--seeds: need non-negative seeds, got {text!r}")
+    return seeds
+
+
+@torch.no_grad()
+def generate(generator, seeds, truncation=1.0, latent_avg=None, device="cpu", batch_size=8):
+    """-> (images (N,3,H,W) in about [-1,1], W latents (N, style_dim)); z for seed s = randn from seed s."""
+    generator = generator.to(device).eval()
+    if truncation < 1 and latent_avg is None:
+        latent_avg = generator.mean_latent(100_000)
+    images, ws = [], []
+    for i in tqdm(range(0, len(seeds), batch_size), desc="generate", unit="batch", leave=False):
+        chunk = seeds[i:i + batch_size]
+        z = torch.stack([torch.randn(generator.style_dim, generator=torch.Generator().manual_seed(s)) for s in chunk])
+        w = generator.mapping(z.to(device))
+        if truncation < 1:
+            w = latent_avg.to(device) + truncation * (w - latent_avg.to(device))
+        img, _ = generator(w, input_is_latent=True, randomize_noise=False)
+        images.append(img.cpu())
+        ws.append(w.cpu())
+    return torch.cat(images), torch.cat(ws)
+
+
+def run(args) -> int:
+    from e4e.checkpoints import load_generator
+    from e4e.imageio import save_grid
+    seeds = parse_seeds(args.seeds)
+    g, avg = load_generator(args.checkpoint)
+    if not 0 <= args.truncation <= 1:
+        raise E4EError("--truncation must be in [0, 1]")
+    images, ws = generate(g, seeds, args.truncation, avg, args.device, args.batch_size)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    save_grid(images, out / "grid.png", nrow=int(np.ceil(np.sqrt(len(seeds)))))
+    np.save(out / "w.npy", ws.numpy())
+    (out / "seeds.txt").write_text("\n".join(map(str, seeds)) + "\n")
+    print(f"wrote {out / 'grid.png'} ({len(seeds)} images, {g.size}x{g.size}) and {out / 'w.npy'} {tuple(ws.shape)}")
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser("generate", help="sample a generator: image grid + W latents")
+    p.add_argument("--checkpoint", required=True, help="generator: rosinality .pt, NVIDIA .pkl or e4e .safetensors")
+    p.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,5,9 (default 0-15)")
+    p.add_argument("--truncation", type=float, default=1.0, help="psi in [0,1] toward the mean latent")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=run)

@@ -1,0 +1,134 @@
+import time
+
+import pytest
+import torch
+
+from conftest import discover, load_npz, manifest, rel_err, require_fixtures, state_dict_from_manifest
+from e4e.errors import E4EError
+from e4e.nets.encoders import INFERENCE, Encoder4Editing, EncoderConfig, GradualStyleEncoder, build_encoder
+
+TOL = 1e-4
+
+
+def _fixture_params(kind):
+    found = discover(f"{kind}*_encoder.manifest.json")
+    return [pytest.param(p, id=p.name.split("_")[0]) for p in found] or [None]
+
+
+def _load_official(manifest_path, kind):
+    require_fixtures()
+    if manifest_path is None:
+        pytest.fail(f"no {kind}*_encoder.manifest.json in the fixture folder")
+    state = state_dict_from_manifest(manifest_path)
+    cfg = EncoderConfig.from_state_dict(state, kind=kind)
+    model = build_encoder(cfg)
+    model.load_state_dict(state, strict=True)
+    data = load_npz(manifest_path.parent / (manifest_path.name.split("_")[0] + ".npz"))
+    return model.eval(), data
+
+
+@pytest.mark.parametrize("manifest_path", _fixture_params("e4e"))
+def test_e4e_matches_official_at_every_stage(manifest_path):
+    model, data = _load_official(manifest_path, "e4e")
+    shapes = manifest(manifest_path)["tensors"]
+    assert model.n_styles == data["codes_stage_inference"].shape[1]
+    assert model.style_dim == shapes["styles.0.linear.weight"]["shape"][0]
+    stage_keys = [k for k in data if k.startswith("codes_stage_")]
+    assert "codes_stage_inference" in stage_keys and len(stage_keys) > 1
+    with torch.no_grad():
+        feats = model.features(data["x"])
+        errors = {}
+        for key in stage_keys:
+            stage = key.removeprefix("codes_stage_")
+            model.set_stage(INFERENCE if stage == INFERENCE else int(stage))
+            codes = model(data["x"]) if stage == INFERENCE else model.codes_from_features(feats)
+            assert codes.shape == data[key].shape
+            errors[key] = rel_err(codes, data[key])
+    print(manifest_path.name, errors)
+    assert max(errors.values()) <= TOL, errors
+
+
+@pytest.mark.parametrize("manifest_path", _fixture_params("psp"))
+def test_psp_matches_official(manifest_path):
+    model, data = _load_official(manifest_path, "psp")
+    assert isinstance(model, GradualStyleEncoder)
+    with torch.no_grad():
+        codes = model(data["x"])
+    assert codes.shape == data["codes"].shape
+    err = rel_err(codes, data["codes"])
+    print(manifest_path.name, err)
+    assert err <= TOL
+
+
+def test_official_default_layout():
+    cfg = EncoderConfig()
+    assert (cfg.n_styles, cfg.units) == (18, (3, 4, 14, 3))
+    assert EncoderConfig(num_layers=100).units == (3, 13, 30, 3)
+    assert EncoderConfig(num_layers=152).units == (3, 8, 36, 3)
+    assert EncoderConfig(stylegan_size=256).n_styles == 14
+
+
+SMALL = dict(stylegan_size=32, style_dim=32, widths=(16, 24, 32, 48), units=(1, 1, 2, 1), input_size=256)
+
+
+def test_small_e4e_forward_is_fast_and_progressive():
+    model = Encoder4Editing(EncoderConfig(kind="e4e", **SMALL)).eval()
+    assert model.n_styles == 8  # uses all three pyramid levels (heads 0-2, 3-6, 7)
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        model(x)  # warm-up
+        start = time.perf_counter()
+        codes = model(x)
+        elapsed = time.perf_counter() - start
+        assert codes.shape == (2, model.n_styles, model.style_dim)
+        assert elapsed < 1.0, elapsed
+        assert model.stage == INFERENCE
+        for stage in range(model.n_styles + 1):
+            model.set_stage(stage)
+            staged = model(x)
+            open_ = min(stage, model.n_styles - 1)
+            w0 = staged[:, :1]
+            # closed styles carry w0 exactly; open ones add their own offset
+            assert torch.equal(staged[:, open_ + 1:], w0.expand_as(staged[:, open_ + 1:]))
+            assert all(not torch.equal(staged[:, i], staged[:, 0]) for i in range(1, open_ + 1))
+            assert torch.equal(staged[:, :open_ + 1], codes[:, :open_ + 1])
+    model.set_stage(0)
+    with torch.no_grad():
+        codes0 = model(x)
+    assert torch.equal(codes0, codes0[:, :1].expand_as(codes0))
+
+
+def test_small_psp_and_backprop():
+    model = GradualStyleEncoder(EncoderConfig(kind="psp", mode="ir", **SMALL))
+    x = torch.randn(2, 3, 256, 256, requires_grad=True)
+    codes = model(x)
+    assert codes.shape == (2, 8, 32)
+    assert not torch.equal(codes[:, 0], codes[:, 1])
+    codes.square().mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_config_round_trips_through_state_dict():
+    for kind, mode in (("e4e", "ir_se"), ("psp", "ir")):
+        cfg = EncoderConfig(kind=kind, mode=mode, **SMALL)
+        state = build_encoder(cfg).state_dict()
+        assert EncoderConfig.from_state_dict(state, kind=kind) == cfg
+        assert not any("stage" in k for k in state)
+
+
+def test_invalid_settings_raise_e4e_error():
+    with pytest.raises(E4EError):
+        EncoderConfig(num_layers=34)
+    with pytest.raises(E4EError):
+        EncoderConfig(mode="se")
+    with pytest.raises(E4EError):
+        EncoderConfig(kind="restyle")
+    with pytest.raises(E4EError):
+        EncoderConfig(stylegan_size=100)
+    model = Encoder4Editing(EncoderConfig(**SMALL))
+    for bad in (-1, 1.5, "all", True):
+        with pytest.raises(E4EError):
+            model.set_stage(bad)
+    with pytest.raises(E4EError):
+        EncoderConfig.from_state_dict({"foo": torch.zeros(1)})

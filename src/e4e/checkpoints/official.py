@@ -1,0 +1,80 @@
+"""Official e4e / pSp checkpoints: {'state_dict': encoder.*/decoder.*, 'opts', 'latent_avg'?, ...}."""
+from pathlib import Path
+
+import torch
+
+from e4e.checkpoints.io import load_state_dict_checked, strip_prefix, torch_load
+from e4e.checkpoints.rosinality import atomic_torch_save, infer_generator_config
+from e4e.errors import E4EError
+from e4e.nets.encoders import EncoderConfig, build_encoder
+from e4e.nets.stylegan2 import Generator
+
+ENCODER_KINDS = {"Encoder4Editing": "e4e", "GradualStyleEncoder": "psp"}
+
+
+def is_official(ckpt) -> bool:
+    return isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) and any(
+        k.startswith("encoder.") for k in ckpt["state_dict"])
+
+
+def inverter_from_official(ckpt: dict, where: str = "checkpoint", log=print):
+    from e4e.inverter import Inverter
+    if not is_official(ckpt):
+        raise E4EError(f"{where}: not an official e4e/pSp checkpoint (no state_dict with encoder.* keys)")
+    state, opts = ckpt["state_dict"], dict(ckpt.get("opts") or {})
+    other = sorted({k.split(".", 1)[0] for k in state} - {"encoder", "decoder"})
+    if other:
+        raise E4EError(f"{where}: unexpected key prefix(es) {', '.join(other)} (expected encoder. and decoder.)")
+    encoder_type = opts.get("encoder_type", "Encoder4Editing")
+    if encoder_type not in ENCODER_KINDS:
+        raise E4EError(f"{where}: encoder_type {encoder_type!r} is not supported (supported: "
+                       f"{', '.join(ENCODER_KINDS)})")
+    enc_sd, dec_sd = strip_prefix(state, "encoder."), strip_prefix(state, "decoder.")
+    ecfg = EncoderConfig.from_state_dict(enc_sd, kind=ENCODER_KINDS[encoder_type])
+    encoder = build_encoder(ecfg)
+    load_state_dict_checked(encoder, enc_sd, f"{where}: encoder")
+    if not dec_sd:
+        raise E4EError(f"{where}: has no decoder.* weights")
+    decoder = Generator(infer_generator_config(dec_sd, f"{where}: decoder"))
+    load_state_dict_checked(decoder, dec_sd, f"{where}: decoder")
+    size = opts.get("stylegan_size")
+    if size is not None and int(size) != decoder.size:
+        raise E4EError(f"{where}: opts.stylegan_size={size} but the decoder weights are {decoder.size}px")
+    latent_avg = None
+    if opts.get("start_from_latent_avg", "latent_avg" in ckpt):
+        latent_avg = ckpt.get("latent_avg")
+        if latent_avg is None:
+            log(f"{where}: start_from_latent_avg is set but the file has no latent_avg; computing it "
+                "(mean of mapping(z) over 1e5 seeded z)")
+            latent_avg = decoder.mean_latent(100_000)
+    return Inverter(encoder, decoder, latent_avg).eval()
+
+
+def latent_discriminator_from_official(ckpt: dict):
+    """The W discriminator saved with save_training_data, or None."""
+    from e4e.nets.discriminators import LatentCodesDiscriminator
+    sd = ckpt.get("discriminator_state_dict") if isinstance(ckpt, dict) else None
+    if not sd:
+        return None
+    d = LatentCodesDiscriminator(sd["mlp.0.weight"].shape[1], n_mlp=sum(k.endswith(".weight") for k in sd))
+    load_state_dict_checked(d, sd, "discriminator_state_dict")
+    return d
+
+
+def load_official(path, log=print):
+    return inverter_from_official(torch_load(path), Path(path).name, log=log)
+
+
+def save_official(path, inverter, opts: dict | None = None, **extra) -> None:
+    """Write the official layout, loadable by the official code's pSp.load_weights(strict=True)."""
+    state = {f"encoder.{k}": v for k, v in inverter.encoder.state_dict().items()}
+    state.update({f"decoder.{k}": v for k, v in inverter.decoder.state_dict().items()})
+    kind = inverter.encoder.cfg.kind
+    o = {"encoder_type": {"e4e": "Encoder4Editing", "psp": "GradualStyleEncoder"}[kind],
+         "stylegan_size": inverter.decoder.size, "start_from_latent_avg": inverter.latent_avg is not None}
+    o.update(opts or {})
+    ckpt = {"state_dict": state, "opts": o, **extra}
+    if inverter.latent_avg is not None:
+        ckpt["latent_avg"] = inverter.latent_avg.clone()
+    atomic_torch_save(ckpt, path)
+

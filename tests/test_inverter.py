@@ -1,0 +1,115 @@
+import re
+import time
+
+import pytest
+import torch
+
+from conftest import discover, load_npz, rel_err, require_fixtures, state_dict_from_manifest
+from e4e.checkpoints import load_inverter
+from e4e.checkpoints.official import save_official
+from e4e.errors import E4EError
+from e4e.inverter import Inverter, build_inverter
+from e4e.nets.encoders import EncoderConfig
+from e4e.nets.stylegan2 import GeneratorConfig
+
+
+def wrapper_fixtures():
+    """e4e<size>.npz with wrapper_* arrays, its encoder manifest and generator<size>_cm2_decoder manifest."""
+    out = []
+    for npz in discover("e4e*.npz"):
+        m = re.fullmatch(r"e4e(\d+)\.npz", npz.name)
+        enc = npz.with_name(f"e4e{m.group(1)}_encoder.manifest.json") if m else None
+        dec = npz.with_name(f"generator{m.group(1)}_cm2_decoder.manifest.json") if m else None
+        if enc and enc.is_file() and dec.is_file():
+            out.append((npz, enc, dec))
+    return out
+
+
+def official_checkpoint(tmp_path, npz, enc, dec):
+    """Write the fixture weights in the official on-disk layout, as a user's e4e_ffhq_encode.pt is."""
+    f = load_npz(npz)
+    state = {f"encoder.{k}": v for k, v in state_dict_from_manifest(enc).items()}
+    state.update({f"decoder.{k}": v for k, v in state_dict_from_manifest(dec).items()})
+    n_styles = f["latent_avg"].shape[0]
+    ckpt = {"state_dict": state, "latent_avg": f["latent_avg"],
+            "opts": {"encoder_type": "Encoder4Editing", "start_from_latent_avg": True,
+                     "stylegan_size": 2 ** ((n_styles + 2) // 2), "lpips_lambda": 0.8}}
+    path = tmp_path / "e4e_official.pt"
+    torch.save(ckpt, path)
+    return path, f
+
+
+@pytest.mark.parametrize("fx", wrapper_fixtures() or [None], ids=lambda f: f[0].stem if f else "none")
+def test_official_wrapper_parity(tmp_path, fx):
+    require_fixtures()
+    if fx is None:
+        pytest.fail("fixture folder present but no e4e<size> wrapper fixture found")
+    path, f = official_checkpoint(tmp_path, *fx)
+    inv = load_inverter(path)
+    with torch.no_grad():
+        images, codes = inv(f["x"], resize=True, randomize_noise=False)
+    assert rel_err(codes, f["wrapper_codes"]) <= 1e-4
+    assert images.shape == f["wrapper_images"].shape
+    assert rel_err(images, f["wrapper_images"]) <= 1e-4
+    # our own format round-trips to identical outputs
+    inv.save(tmp_path / "e4e.safetensors")
+    inv2 = load_inverter(tmp_path / "e4e.safetensors")
+    with torch.no_grad():
+        images2, codes2 = inv2(f["x"])
+    assert torch.equal(codes, codes2) and torch.equal(images, images2)
+    # and back to the official layout
+    save_official(tmp_path / "back.pt", inv2)
+    inv3 = load_inverter(tmp_path / "back.pt")
+    for (k, a), b in zip(inv.state_dict().items(), inv3.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def tiny_inverter(size=64, kind="e4e"):
+    ecfg = EncoderConfig(kind=kind, stylegan_size=size, style_dim=64, widths=(8, 16, 24, 32), units=(1, 1, 1, 1),
+                         input_size=64, mode="ir")
+    gcfg = GeneratorConfig(size=size, style_dim=64, n_mlp=2, channel_max=32)
+    return build_inverter(ecfg, gcfg, latent_avg=torch.zeros(1, 64), output_size=None).eval()
+
+
+def test_small_inverter_inverts_on_cpu_quickly():
+    torch.manual_seed(0)
+    inv = tiny_inverter()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        inv(x)  # warm-up
+        t = time.perf_counter()
+        images, codes = inv(x)
+        dt = time.perf_counter() - t
+    assert images.shape == (2, 3, 64, 64) and codes.shape == (2, inv.decoder.n_latent, 64)
+    assert dt < 2.0, f"tiny inversion took {dt:.2f}s"
+
+
+def test_encoder_generator_mismatch_is_one_line():
+    ecfg = EncoderConfig(stylegan_size=1024, style_dim=64, widths=(8, 16, 24, 32), units=(1, 1, 1, 1), input_size=64)
+    gcfg = GeneratorConfig(size=256, style_dim=64, n_mlp=1, channel_max=8)
+    with pytest.raises(E4EError, match="18 styles .* 14"):
+        build_inverter(ecfg, gcfg)
+
+
+def test_missing_latent_avg_is_computed_and_reported(tmp_path):
+    inv = tiny_inverter()
+    inv.latent_avg = None
+    save_official(tmp_path / "x.pt", inv, opts={"start_from_latent_avg": True})
+    said = []
+    inv2 = load_inverter(tmp_path / "x.pt", log=said.append)
+    assert inv2.latent_avg is not None and inv2.latent_avg.shape == (inv.decoder.n_latent, 64)
+    assert len(said) == 1 and "latent_avg" in said[0]
+
+
+def test_not_an_inverter_checkpoint(tmp_path):
+    torch.save({"g_ema": {}}, tmp_path / "g.pt")
+    with pytest.raises(E4EError, match="not an e4e/pSp checkpoint"):
+        load_inverter(tmp_path / "g.pt")
+
+
+def test_invert_accepts_pil_images():
+    from PIL import Image
+    inv = tiny_inverter()
+    img = Image.new("RGB", (100, 80), (200, 10, 10))
+    rec, codes = inv.invert([img, img])
+    assert rec.shape[0] == 2 and torch.allclose(codes[0], codes[1])

@@ -7,14 +7,14 @@ import sys
 from e4e.errors import E4EError
 
 # Order = order in --help.
-COMMANDS = ["generate"]
+COMMANDS = ["generate", "data", "train-generator"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e4e", description="Encode real images into editable StyleGAN latents.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"e4e.cli.{name}").register(sub)
+        importlib.import_module(f"e4e.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Datasets: the emoji training set builder and a generic image-folder dataset."""

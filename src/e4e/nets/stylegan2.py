@@ -181,6 +181,14 @@ class Generator(nn.Module):
             self.to_rgbs.append(ToRGB(out_ch, cfg.style_dim))
             in_ch = out_ch
 
+    def use_grouped_conv(self, flag: bool) -> "Generator":
+        """Grouped (one weight per sample: the reference) or shared-weight modulated convs (faster on GPU
+        at large batch). Both compute the same function; tests check they agree."""
+        for m in self.modules():
+            if isinstance(m, ModulatedConv2d):
+                m.grouped = flag
+        return self
+
     # -- latent spaces ---------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """Z (B, style_dim) -> W (B, style_dim)."""

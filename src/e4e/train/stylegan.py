@@ -141,6 +141,10 @@ def train_gan(cfg: GANTrainConfig) -> Path:
 
     gcfg = cfg.generator_config()
     g, g_ema = Generator(gcfg).to(dev), Generator(gcfg).to(dev).eval()
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        g.use_grouped_conv(False), g_ema.use_grouped_conv(False)
     d = build_discriminator(cfg).to(dev)
     g_ema.load_state_dict(g.state_dict())
     requires_grad(g_ema, False)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import discover, load_npz, state_dict_from_manifest
 from e4e.errors import E4EError
 from e4e.losses import (
     LPIPS,
@@ -152,6 +153,26 @@ def test_id_loss_hand_computed():
     assert logs[1] == pytest.approx({"diff_target": 1.0, "diff_input": 0.8, "diff_views": 0.8})
     loss.backward()
     assert y_hat.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("manifest_path", discover("irse50*.manifest.json"), ids=lambda p: p.name.split(".")[0])
+def test_id_loss_on_official_arcface_fixture(tmp_path, manifest_path):
+    weights = tmp_path / "model_ir_se50.pth"
+    torch.save(state_dict_from_manifest(manifest_path), weights)
+    data = load_npz(manifest_path.with_name(manifest_path.name.replace(".manifest.json", ".npz")))
+    x256, emb = data["x256"], data["id_feats"].double()
+    loss, improvement, logs = IDLoss.from_weights(weights)(x256[:1], x256[1:2], x256[:1])
+    # y_hat = x = image 0, y = image 1: loss = 1 - <e0, e1>, diff_views = <e1, e0>, diff_input = 1
+    sim = float(emb[0] @ emb[1])
+    assert float(loss) == pytest.approx(1 - sim, abs=1e-5)
+    assert improvement == pytest.approx(0.0, abs=1e-5)
+    assert logs[0] == pytest.approx({"diff_target": sim, "diff_input": 1.0, "diff_views": sim}, abs=1e-5)
+
+
+def test_id_loss_missing_weights_say_how_to_pass_them(tmp_path):
+    with pytest.raises(E4EError, match=r"model_ir_se50.*--id-weights"):
+        IDLoss.from_weights(tmp_path / "model_ir_se50.pth")
 
 
 def test_moco_loss_resizes_to_224_nearest_and_normalises():

@@ -124,6 +124,12 @@ class IDLoss(_SimilarityLoss):
         super().__init__()
         self.net = freeze(net)
 
+    @classmethod
+    def from_weights(cls, path, how: str = "pass --id-weights PATH") -> "IDLoss":
+        from e4e.nets.identity import load_ir_se50
+
+        return cls(load_ir_se50(path, hint=how))
+
     def features(self, img: torch.Tensor) -> torch.Tensor:
         return self.net(img)
 

@@ -51,6 +51,7 @@ class GANTrainConfig:
     sample_every: int = 500
     log_every: int = 50
     bf16: bool = False
+    time_limit_min: float = 0.0  # > 0: stop cleanly (checkpoint + final generator) after this many minutes
     device: str | None = None
     workers: int = 4
     extra: dict = field(default_factory=dict)
@@ -171,7 +172,21 @@ def train_gan(cfg: GANTrainConfig) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, desc="train-generator", disable=not info.main, dynamic_ncols=True)
     t0, s0 = time.time(), step
     aug = lambda x: diff_augment(x, cfg.augment, gen) if cfg.augment else x  # noqa: E731
+    def save_state():
+        atomic_torch_save({"g": g.state_dict(), "d": d.state_dict(), "g_ema": g_ema.state_dict(),
+                           "g_optim": g_opt.state_dict(), "d_optim": d_opt.state_dict(), "step": step,
+                           "mean_path_length": mean_path_length.cpu(), "args": asdict(cfg)}, ckpt_path)
+
+    deadline = time.time() + cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else float("inf")
     while step < cfg.steps:
+        if time.time() > deadline:  # any rank past the deadline stops them all (all-reduce below)
+            stop = torch.ones((), device=dev)
+        else:
+            stop = torch.zeros((), device=dev)
+        if D.all_reduce_mean(stop, info) > 0:
+            if info.main:
+                print(f"time limit of {cfg.time_limit_min} min reached at step {step}")
+            break
         real = next(data).to(dev, non_blocking=True)
         # --- discriminator
         requires_grad(g, False), requires_grad(d, True)
@@ -228,11 +243,11 @@ def train_gan(cfg: GANTrainConfig) -> Path:
             save_grid(img.float().cpu(), out / f"sample_{step:06d}.png", nrow=4)
         if step % cfg.save_every == 0 or step == cfg.steps:
             if info.main:
-                atomic_torch_save({"g": g.state_dict(), "d": d.state_dict(), "g_ema": g_ema.state_dict(),
-                                   "g_optim": g_opt.state_dict(), "d_optim": d_opt.state_dict(), "step": step,
-                                   "mean_path_length": mean_path_length.cpu(), "args": asdict(cfg)}, ckpt_path)
+                save_state()
             D.barrier(info)
     bar.close()
+    if info.main and step % cfg.save_every:  # stopped early by the time limit
+        save_state()
     final = out / "generator.pt"
     if info.main:
         g_ema.cpu()

@@ -39,12 +39,15 @@ class Inverter(nn.Module):
     def input_size(self) -> int:
         return self.encoder.cfg.input_size
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B,3,H,W) in [-1,1] -> W+ codes (B, n_styles, D), latent_avg added."""
+    def resize_input(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
                               antialias=True)
-        codes = self.encoder(x)
+        return x
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B,3,H,W) in [-1,1] -> W+ codes (B, n_styles, D), latent_avg added."""
+        codes = self.encoder(self.resize_input(x))
         if self.latent_avg is not None:
             codes = codes + self.latent_avg.unsqueeze(0)
         return codes

@@ -1,0 +1,568 @@
+"""Training the e4e encoder (and the pSp baseline) against a frozen StyleGAN2, as the official coach does.
+
+Per step: (1) if the latent discriminator is on, one D_W step on real w = mapping(z) vs encoder codes,
+plus lazy R1 every d_reg_every steps; (2) one encoder step on
+    L = l2 * L2 + lpips * LPIPS + id * (1 - cos) + w_discriminator_lambda * L_adv + delta_norm_lambda * L_d-reg.
+The progressive stage is a function of the step alone (w0 only until progressive_start, then one more
+offset every progressive_step_every steps), so resuming recomputes it. Everything random (data order,
+flips, z, noise, the W pools) is derived from the seed or saved, so a resumed CPU run is bit-identical to
+an uninterrupted one. Checkpoints use the official layout ({state_dict: encoder./decoder., opts,
+latent_avg, global_step, optimizer, discriminator_*}) plus our own resume state, written atomically.
+"""
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from e4e.checkpoints.rosinality import atomic_torch_save
+from e4e.errors import E4EError
+from e4e.train import dist as D
+
+# Official dataset presets (configs/data_configs.py + transforms_config.py of the official code), plus our
+# emoji domain. size = (H, W) the images are resized to; crop = rows of the 256x256 output compared with
+# the target (cars are 192x256 inside a square generator); similarity = what id_lambda weighs.
+PRESETS = {
+    "ffhq_encode": dict(size=(256, 256), crop=None, similarity="id", stylegan_size=1024),
+    "cars_encode": dict(size=(192, 256), crop=(32, 224), similarity="moco", stylegan_size=512),
+    "church_encode": dict(size=(256, 256), crop=None, similarity="moco", stylegan_size=256),
+    "horse_encode": dict(size=(256, 256), crop=None, similarity="moco", stylegan_size=256),
+    "emoji_encode": dict(size=(64, 64), crop=None, similarity="none", stylegan_size=64),
+}
+
+
+@dataclass
+class E4ETrainConfig:
+    # data and models (official option names where the official code has the option)
+    dataset_type: str = "ffhq_encode"
+    train_data: str = ""
+    test_data: str = ""  # empty: the 'test' split of train_data when it has a labels.csv
+    stylegan_weights: str = ""
+    stylegan_size: int = 0  # 0: from the generator file
+    encoder_type: str = "Encoder4Editing"  # | GradualStyleEncoder (pSp baseline)
+    num_layers: int = 50
+    encoder_mode: str = "ir_se"
+    encoder_widths: list[int] | None = None  # small models: 4 stage widths
+    encoder_units: list[int] | None = None  # small models: 4 block counts
+    input_size: int = 0  # 0: from the preset
+    start_from_latent_avg: bool = True
+    checkpoint_path: str = ""  # initialise from an e4e checkpoint
+    train_decoder: bool = False
+    # losses
+    l2_lambda: float = 1.0
+    lpips_lambda: float = 0.8
+    lpips_type: str = "alex"
+    perceptual: str = "lpips"  # lpips | efficientnet
+    lpips_backbone: str = ""  # torchvision alexnet/vgg16 .pth
+    lpips_weights: str = ""  # lpips lin layers alex.pth / vgg.pth
+    perceptual_weights: str = ""  # EfficientNet-Lite0 .pth (perceptual=efficientnet)
+    id_lambda: float = 0.1
+    id_weights: str = ""  # model_ir_se50.pth (faces)
+    moco_weights: str = ""  # moco_v2_800ep_pretrain.pt (other domains)
+    w_discriminator_lambda: float = 0.0
+    w_discriminator_lr: float = 2e-5
+    r1: float = 10.0
+    d_reg_every: int = 16
+    use_w_pool: bool = False
+    w_pool_size: int = 50
+    delta_norm: int = 2
+    delta_norm_lambda: float = 2e-4
+    progressive_start: int | None = None
+    progressive_step_every: int = 2000
+    # optimisation and schedule
+    optim_name: str = "ranger"
+    learning_rate: float = 1e-4
+    batch_size: int = 4  # global batch (split over processes)
+    test_batch_size: int = 2
+    workers: int = 4
+    max_steps: int = 500_000
+    image_interval: int = 100
+    board_interval: int = 50
+    val_interval: int = 1000
+    val_batches: int = 50
+    save_interval: int = 0  # 0: max_steps, as the official coach
+    # run
+    exp_dir: str = "runs/e4e"
+    seed: int = 0
+    device: str | None = None
+    bf16: bool = False
+    time_limit_min: float = 0.0
+
+    def preset(self) -> dict:
+        if self.dataset_type not in PRESETS:
+            raise E4EError(f"dataset_type {self.dataset_type!r} unknown (choose from {', '.join(PRESETS)})")
+        return PRESETS[self.dataset_type]
+
+    def validate(self) -> None:
+        self.preset()
+        if self.encoder_type not in ("Encoder4Editing", "GradualStyleEncoder"):
+            raise E4EError(f"encoder_type {self.encoder_type!r}: use Encoder4Editing or GradualStyleEncoder")
+        if self.optim_name not in ("ranger", "adam"):
+            raise E4EError(f"optim_name {self.optim_name!r}: use ranger or adam")
+        if self.perceptual not in ("lpips", "efficientnet"):
+            raise E4EError(f"perceptual {self.perceptual!r}: use lpips or efficientnet")
+        if not self.train_data:
+            raise E4EError("no training data: set train_data (an image folder)")
+        if not self.stylegan_weights:
+            raise E4EError("no generator: set stylegan_weights (rosinality .pt, NVIDIA .pkl or e4e .safetensors)")
+        if self.batch_size < 1 or self.max_steps < 1 or self.progressive_step_every < 1 or self.d_reg_every < 1:
+            raise E4EError("batch_size, max_steps, progressive_step_every and d_reg_every must be >= 1")
+
+
+def progressive_stage(step: int, cfg: E4ETrainConfig, n_styles: int) -> int | str:
+    """Official schedule [0, start, start+every, ...]: stage K opens offsets 1..K; no start: all open."""
+    if cfg.progressive_start is None:
+        return "inference"
+    if step < cfg.progressive_start:
+        return 0
+    return min(1 + (step - cfg.progressive_start) // cfg.progressive_step_every, n_styles - 1)
+
+
+def progressive_steps(cfg: E4ETrainConfig, n_styles: int) -> list[int] | None:
+    """The list the official train script saves in opts."""
+    if cfg.progressive_start is None:
+        return None
+    return [0] + [cfg.progressive_start + i * cfg.progressive_step_every for i in range(n_styles - 1)]
+
+
+class BatchPlan:
+    """Deterministic data order: epoch e is randperm(n, seed + e); step s takes the s-th global batch.
+
+    Every process computes the same plan and takes its own slice, so 1 and K processes see the same
+    global batches, and a resumed run continues the order exactly.
+    """
+
+    def __init__(self, n: int, batch: int, seed: int):
+        if n < batch:
+            raise E4EError(f"{n} training images but a batch of {batch}: lower batch_size")
+        self.n, self.batch, self.seed = n, batch, seed
+        self.per_epoch = n // batch
+        self._epoch, self._perm = None, None
+
+    def indices(self, step: int) -> list[int]:
+        epoch, b = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self._perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+            self._epoch = epoch
+        return self._perm[b * self.batch:(b + 1) * self.batch].tolist()
+
+    def flips(self, step: int) -> torch.Tensor:
+        return torch.rand(self.batch, generator=torch.Generator().manual_seed(self.seed * 7919 + step + 1)) < 0.5
+
+
+def _prefetcher(dataset, plan: BatchPlan, start: int, stop: int, rank: int, world: int, workers: int):
+    """Yields (step, images) for this rank, decoding ahead in a thread pool (deterministic content)."""
+    from concurrent.futures import ThreadPoolExecutor
+    per = plan.batch // world
+
+    def load(step):
+        idx = plan.indices(step)[rank * per:(rank + 1) * per]
+        x = torch.stack([dataset[i] for i in idx])
+        flip = plan.flips(step)[rank * per:(rank + 1) * per]
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+    if workers <= 0:
+        for s in range(start, stop):
+            yield s, load(s)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        ahead = {}
+        for s in range(start, min(stop, start + 2 * workers)):
+            ahead[s] = pool.submit(load, s)
+        for s in range(start, stop):
+            nxt = s + 2 * workers
+            if nxt < stop:
+                ahead[nxt] = pool.submit(load, nxt)
+            yield s, ahead.pop(s).result()
+
+
+class E4ETrainer:
+    def __init__(self, cfg: E4ETrainConfig, info: D.DistInfo | None = None, log=print):
+        cfg.validate()
+        self.cfg, self.log = cfg, log
+        self.info = info or D.init(cfg.device)
+        self.dev = self.info.device
+        self.exp = Path(cfg.exp_dir)
+        torch.manual_seed(cfg.seed + self.info.rank)
+        random.seed(cfg.seed + self.info.rank)
+        self._build_models()
+        self._build_losses()
+        self._build_data()
+        self.step = 0
+        self.best_val = None
+        self.ckpt_dir = self.exp / "checkpoints"
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _build_models(self):
+        from e4e.checkpoints import load_generator, load_inverter
+        from e4e.inverter import Inverter
+        from e4e.nets.discriminators import LatentCodesDiscriminator
+        from e4e.nets.encoders import EncoderConfig, build_encoder
+        cfg, preset = self.cfg, self.cfg.preset()
+        if cfg.checkpoint_path:
+            inv = load_inverter(cfg.checkpoint_path, log=self.log)
+        else:
+            g, avg = load_generator(cfg.stylegan_weights)
+            if cfg.stylegan_size and cfg.stylegan_size != g.size:
+                raise E4EError(f"stylegan_size={cfg.stylegan_size} but {cfg.stylegan_weights} is {g.size}px")
+            if cfg.start_from_latent_avg and avg is None:
+                self.log(f"{cfg.stylegan_weights}: no latent_avg; computing it (mean of mapping(z) over 1e5 z)")
+                avg = g.mean_latent(100_000)
+            kw = {}
+            if cfg.encoder_widths:
+                kw["widths"] = tuple(cfg.encoder_widths)
+            if cfg.encoder_units:
+                kw["units"] = tuple(cfg.encoder_units)
+            ecfg = EncoderConfig(kind="e4e" if cfg.encoder_type == "Encoder4Editing" else "psp",
+                                 num_layers=cfg.num_layers, mode=cfg.encoder_mode, stylegan_size=g.size,
+                                 style_dim=g.style_dim, input_size=cfg.input_size or max(preset["size"]), **kw)
+            inv = Inverter(build_encoder(ecfg), g, avg if cfg.start_from_latent_avg else None,
+                           output_size=None if g.size == max(preset["size"]) else max(preset["size"]))
+        self.inverter = inv.to(self.dev)
+        self.n_styles = inv.decoder.n_latent
+        inv.decoder.requires_grad_(cfg.train_decoder)
+        if self.dev.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+            inv.decoder.use_grouped_conv(False)
+        params = list(inv.encoder.parameters()) + (list(inv.decoder.parameters()) if cfg.train_decoder else [])
+        from e4e.train.optim import build_optimizer
+        self.opt = build_optimizer(cfg.optim_name, params, cfg.learning_rate)
+        self.disc = None
+        if cfg.w_discriminator_lambda > 0:
+            from e4e.losses import WPool
+            self.disc = LatentCodesDiscriminator(inv.decoder.style_dim).to(self.dev)
+            self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.w_discriminator_lr)
+            n = cfg.w_pool_size if cfg.use_w_pool else 0
+            self.real_pool = WPool(n, seed=cfg.seed * 2 + 1)
+            self.fake_pool = WPool(n, seed=cfg.seed * 2 + 2)
+        w = self.info.world > 1
+        ids = [self.dev.index] if self.dev.type == "cuda" else None
+        # closed offsets' heads get no gradient during progressive training
+        self.enc = DDP(inv.encoder, device_ids=ids, find_unused_parameters=True) if w else inv.encoder
+        self.dec = DDP(inv.decoder, device_ids=ids) if (w and cfg.train_decoder) else inv.decoder
+        self.d_train = DDP(self.disc, device_ids=ids) if (w and self.disc is not None) else self.disc
+
+    def _build_losses(self):
+        cfg, preset = self.cfg, self.cfg.preset()
+        self.lpips = None
+        if cfg.lpips_lambda > 0:
+            if cfg.perceptual == "lpips":
+                from e4e.losses import LPIPS
+                if not cfg.lpips_backbone or not cfg.lpips_weights:
+                    raise E4EError(f"LPIPS needs the {cfg.lpips_type} backbone and lin weights: pass "
+                                   "--lpips-backbone PATH --lpips-weights PATH, or set lpips_lambda=0")
+                self.lpips = LPIPS(cfg.lpips_type, cfg.lpips_backbone, cfg.lpips_weights)
+            else:
+                from e4e.losses import EfficientNetPerceptual
+                path = cfg.perceptual_weights
+                if not path:
+                    from e4e.nets.efficientnet import find_efficientnet_lite0_weights
+                    path = find_efficientnet_lite0_weights()
+                if not path:
+                    raise E4EError("perceptual=efficientnet needs EfficientNet-Lite0 weights: pass "
+                                   "--perceptual-weights PATH, or set lpips_lambda=0")
+                self.lpips = EfficientNetPerceptual(path)
+            self.lpips = self.lpips.to(self.dev)
+        self.sim = None
+        if cfg.id_lambda > 0:
+            if preset["similarity"] == "id":
+                from e4e.losses import IDLoss
+                if not cfg.id_weights:
+                    raise E4EError("the ID loss needs model_ir_se50.pth: pass --id-weights PATH, or set id_lambda=0")
+                self.sim = IDLoss.from_weights(cfg.id_weights)
+            elif preset["similarity"] == "moco":
+                from e4e.losses import MocoLoss
+                if not cfg.moco_weights:
+                    raise E4EError("the similarity loss needs moco_v2_800ep_pretrain.pt: pass --moco-weights PATH, "
+                                   "or set id_lambda=0")
+                self.sim = MocoLoss.from_weights(cfg.moco_weights)
+            else:
+                raise E4EError(f"dataset_type {cfg.dataset_type} has no similarity network: set id_lambda=0")
+            self.sim = self.sim.to(self.dev)
+
+    def _build_data(self):
+        from e4e.data.folder import ImageFolderDataset
+        cfg, size = self.cfg, self.cfg.preset()["size"]
+        hw = size if size[0] != size[1] else size[0]
+        self.train_set = ImageFolderDataset(cfg.train_data, hw, split="train", fit="stretch")
+        test_root = cfg.test_data or cfg.train_data
+        try:
+            self.test_set = ImageFolderDataset(test_root, hw, split="test", fit="stretch")
+        except E4EError:
+            self.test_set = None
+        if self.test_set is not None and (len(self.test_set) == 0 or (
+                not cfg.test_data and self.test_set.paths == self.train_set.paths)):
+            self.test_set = None
+        if len(self.train_set) == 0:
+            raise E4EError(f"{cfg.train_data}: no readable training images")
+        if cfg.batch_size % self.info.world:
+            raise E4EError(f"batch_size {cfg.batch_size} is not divisible by {self.info.world} processes")
+        self.plan = BatchPlan(len(self.train_set), cfg.batch_size, cfg.seed)
+
+    # -- losses ----------------------------------------------------------------------------------
+    def forward(self, x, stage, randomize_noise: bool = True):
+        self.inverter.encoder.set_stage(stage) if hasattr(self.inverter.encoder, "set_stage") else None
+        codes = self.enc(self.inverter.resize_input(x))
+        if self.inverter.latent_avg is not None:
+            codes = codes + self.inverter.latent_avg.unsqueeze(0)
+        y_hat, _ = self.dec(codes, input_is_latent=True, randomize_noise=randomize_noise)
+        if self.inverter.output_size and y_hat.shape[-1] != self.inverter.output_size:
+            y_hat = F.adaptive_avg_pool2d(y_hat, (self.inverter.output_size,) * 2)
+        crop = self.cfg.preset()["crop"]
+        if crop:
+            y_hat = y_hat[:, :, crop[0]:crop[1], :]
+        return y_hat, codes
+
+    def encoder_loss(self, x, y, y_hat, codes, stage):
+        from e4e.losses import delta_norms, g_nonsaturating_loss
+        cfg, logs = self.cfg, {}
+        loss = 0.0
+        if self.disc is not None:
+            dims = self.n_styles if stage == "inference" else stage + 1
+            adv = g_nonsaturating_loss(self.disc(codes[:, :dims].reshape(-1, codes.shape[-1])).float())
+            logs["encoder_discriminator_loss"] = adv.detach()
+            loss = loss + cfg.w_discriminator_lambda * adv
+        if stage != "inference":
+            norms = delta_norms(codes.float(), stage, cfg.delta_norm)
+            d_reg = norms.sum()
+            logs["total_delta_loss"] = d_reg.detach()
+            loss = loss + cfg.delta_norm_lambda * d_reg
+        if self.sim is not None:
+            sim = self.sim(y_hat.float(), y, x)
+            logs["loss_id"], logs["id_improve"] = sim[0].detach(), torch.as_tensor(float(sim[1]))
+            loss = loss + cfg.id_lambda * sim[0]
+        l2 = F.mse_loss(y_hat.float(), y)
+        logs["loss_l2"] = l2.detach()
+        loss = loss + cfg.l2_lambda * l2
+        if self.lpips is not None:
+            lp = self.lpips(y_hat.float(), y)
+            logs["loss_lpips"] = lp.detach()
+            loss = loss + cfg.lpips_lambda * lp
+        logs["loss"] = loss.detach()
+        return loss, logs
+
+    def discriminator_step(self, x, stage):
+        from e4e.losses import d_logistic_loss, r1_penalty
+        cfg = self.cfg
+        self.disc.requires_grad_(True)
+        with torch.no_grad():
+            z = torch.randn(x.shape[0], self.inverter.decoder.style_dim, device=self.dev)
+            real_w = self.inverter.decoder.mapping(z)
+            self.inverter.encoder.set_stage(stage) if hasattr(self.inverter.encoder, "set_stage") else None
+            fake_w = self.inverter.encoder(self.inverter.resize_input(x))
+            if self.inverter.latent_avg is not None:
+                fake_w = fake_w + self.inverter.latent_avg.unsqueeze(0)
+            if stage != "inference":
+                fake_w = fake_w[:, :stage + 1]
+            if cfg.use_w_pool:
+                real_w = self.real_pool.query(real_w.cpu()).to(self.dev)
+                fake_w = self.fake_pool.query(fake_w.cpu()).to(self.dev)
+            if fake_w.ndim == 3:
+                fake_w = fake_w[:, 0]
+        real_pred, fake_pred = self.d_train(real_w), self.d_train(fake_w)
+        loss = d_logistic_loss(real_pred, fake_pred)
+        self.d_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.d_opt.step()
+        logs = {"discriminator_loss": loss.detach(),
+                "discriminator_accuracy": ((real_pred > 0).float().mean() + (fake_pred < 0).float().mean()) / 2,
+                "discriminator_real_score": real_pred.mean().detach(),
+                "discriminator_fake_score": fake_pred.mean().detach()}
+        if self.step % cfg.d_reg_every == 0:
+            real_w = real_w.detach().requires_grad_(True)
+            real_pred = self.d_train(real_w)
+            r1 = r1_penalty(real_pred, real_w, gamma=cfg.r1, every=cfg.d_reg_every)
+            self.d_opt.zero_grad(set_to_none=True)
+            (r1 + 0 * real_pred[0]).sum().backward()
+            self.d_opt.step()
+            logs["discriminator_r1_loss"] = r1.detach()
+        self.disc.requires_grad_(False)  # the encoder step needs D's input gradient only
+        return logs
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def opts(self) -> dict:
+        o = asdict(self.cfg)
+        o["stylegan_size"] = self.inverter.decoder.size
+        o["progressive_steps"] = progressive_steps(self.cfg, self.n_styles)
+        o["save_interval"] = self.cfg.save_interval or self.cfg.max_steps
+        return o
+
+    def state(self) -> dict:
+        inv = self.inverter
+        sd = {f"encoder.{k}": v for k, v in inv.encoder.state_dict().items()}
+        sd.update({f"decoder.{k}": v for k, v in inv.decoder.state_dict().items()})
+        st = {"state_dict": sd, "opts": self.opts(), "global_step": self.step, "optimizer": self.opt.state_dict(),
+              "best_val_loss": self.best_val,
+              "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+        if self.dev.type == "cuda":
+            st["rng"]["cuda"] = torch.cuda.get_rng_state(self.dev)
+        if inv.latent_avg is not None:
+            st["latent_avg"] = inv.latent_avg.detach().cpu()
+        if self.disc is not None:
+            st["discriminator_state_dict"] = self.disc.state_dict()
+            st["discriminator_optimizer_state_dict"] = self.d_opt.state_dict()
+            st["w_pools"] = {"real": self.real_pool.state_dict(), "fake": self.fake_pool.state_dict()}
+        return st
+
+    def save(self, name: str) -> Path:
+        path = self.ckpt_dir / name
+        atomic_torch_save(self.state(), path)
+        return path
+
+    def resume(self, path=None) -> bool:
+        path = Path(path) if path else self.ckpt_dir / "last.pt"
+        if not path.is_file():
+            return False
+        from e4e.checkpoints import torch_load
+        st = torch_load(path)
+        inv = self.inverter
+        from e4e.checkpoints.io import load_state_dict_checked, strip_prefix
+        load_state_dict_checked(inv.encoder, strip_prefix(st["state_dict"], "encoder."), f"{path}: encoder")
+        load_state_dict_checked(inv.decoder, strip_prefix(st["state_dict"], "decoder."), f"{path}: decoder")
+        self.opt.load_state_dict(st["optimizer"])
+        if self.disc is not None:
+            self.disc.load_state_dict(st["discriminator_state_dict"])
+            self.d_opt.load_state_dict(st["discriminator_optimizer_state_dict"])
+            self.real_pool.load_state_dict(st["w_pools"]["real"])
+            self.fake_pool.load_state_dict(st["w_pools"]["fake"])
+        self.step, self.best_val = int(st["global_step"]), st.get("best_val_loss")
+        rng = st["rng"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate(_as_tuple(rng["python"]))
+        if "cuda" in rng and self.dev.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.dev)
+        self.log(f"resumed from {path} at step {self.step}")
+        return True
+
+    # -- validation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, stage) -> dict | None:
+        if self.test_set is None:
+            return None
+        enc_mode = self.inverter.encoder.training
+        self.inverter.encoder.eval()
+        sums, n = {}, 0
+        bs = self.cfg.test_batch_size
+        for b in range(min(self.cfg.val_batches, math.ceil(len(self.test_set) / bs))):
+            idx = range(b * bs, min((b + 1) * bs, len(self.test_set)))
+            x = torch.stack([self.test_set[i] for i in idx]).to(self.dev)
+            y_hat, codes = self.forward(x, stage, randomize_noise=False)
+            _, logs = self.encoder_loss(x, x, y_hat, codes, stage)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+            n += len(idx)
+        self.inverter.encoder.train(enc_mode)
+        return {k: v / n for k, v in sums.items()}
+
+    @torch.no_grad()
+    def save_images(self, x, y_hat, name):
+        from e4e.imageio import save_grid
+        k = min(8, x.shape[0])
+        pairs = torch.stack([x[:k].float().cpu(), y_hat[:k].float().cpu()], 1).flatten(0, 1)
+        save_grid(pairs.clamp(-1, 1), self.exp / "images" / name, nrow=2)
+
+    # -- main loop -------------------------------------------------------------------------------
+    def train(self) -> Path:
+        cfg, info = self.cfg, self.info
+        if info.main:
+            self.exp.mkdir(parents=True, exist_ok=True)
+            (self.exp / "opts.json").write_text(json.dumps(self.opts(), indent=2))
+        writer = _tensorboard(self.exp / "tb") if info.main else None
+        logf = open(self.exp / "log.jsonl", "a") if info.main else None
+        self.inverter.encoder.train()
+        if not cfg.train_decoder:
+            self.inverter.decoder.eval()
+        amp = torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=cfg.bf16 and self.dev.type == "cuda")
+        save_every = cfg.save_interval or cfg.max_steps
+        deadline = time.time() + cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else float("inf")
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", disable=not info.main, dynamic_ncols=True)
+        t0, s0 = time.time(), self.step
+        data = _prefetcher(self.train_set, self.plan, self.step, cfg.max_steps, info.rank, info.world, cfg.workers)
+        for step, x in data:
+            stop = torch.tensor(float(time.time() > deadline), device=self.dev)
+            if float(D.all_reduce_mean(stop, info)) > 0:
+                self.log(f"time limit of {cfg.time_limit_min} min reached at step {step}") if info.main else None
+                break
+            x = x.to(self.dev, non_blocking=True)
+            stage = progressive_stage(step, cfg, self.n_styles)
+            logs = self.discriminator_step(x, stage) if self.disc is not None else {}
+            with amp:
+                y_hat, codes = self.forward(x, stage)
+                loss, enc_logs = self.encoder_loss(x, x, y_hat, codes, stage)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            logs.update(enc_logs)
+            self.step = step + 1
+            bar.update(1)
+            if info.main and (self.step % cfg.board_interval == 0 or self.step == cfg.max_steps):
+                from e4e.metrics import delta_norms as offset_stats
+                row = {k: round(float(v), 6) for k, v in logs.items()}
+                row["offset_norm_mean"] = round(offset_stats(codes.detach().float())["mean"], 6)
+                row.update(step=self.step, stage=self.n_styles - 1 if stage == "inference" else stage,
+                           steps_per_s=round((self.step - s0) / max(time.time() - t0, 1e-9), 3))
+                logf.write(json.dumps(row) + "\n")
+                logf.flush()
+                if writer:
+                    for k, v in row.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, self.step)
+                bar.set_postfix(loss=row["loss"], stage=row["stage"])
+            if info.main and self.step % cfg.image_interval == 0:
+                self.save_images(x, y_hat.detach(), f"train_{self.step:06d}.png")
+            if self.step % cfg.val_interval == 0 or self.step == cfg.max_steps:
+                val = self.validate(stage) if info.main else None
+                if val is not None:
+                    logf.write(json.dumps({"val": val, "step": self.step}) + "\n")
+                    if writer:
+                        for k, v in val.items():
+                            writer.add_scalar(f"test/{k}", v, self.step)
+                    if self.best_val is None or val["loss"] < self.best_val:
+                        self.best_val = val["loss"]
+                        self.save("best_model.pt")
+            if self.step % save_every == 0 and info.main:
+                self.save("last.pt")
+            D.barrier(info) if self.step % save_every == 0 else None
+        bar.close()
+        final = self.ckpt_dir / "last.pt"
+        if info.main:
+            final = self.save("last.pt")
+            self.inverter.encoder.eval()
+            self.inverter.save(self.exp / "inverter.safetensors",
+                               info={"steps": self.step, "encoder_type": cfg.encoder_type,
+                                     "dataset_type": cfg.dataset_type})
+            logf.close()
+            if writer:
+                writer.close()
+        D.barrier(info)
+        return final
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _tensorboard(path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: log.jsonl always has every scalar
+        return None
+    return SummaryWriter(str(path))
+
+
+def train_e4e(cfg: E4ETrainConfig, resume: bool = False, log=print) -> Path:
+    info = D.init(cfg.device)
+    try:
+        trainer = E4ETrainer(cfg, info, log=log)
+        if resume and not trainer.resume():
+            log(f"nothing to resume in {trainer.ckpt_dir}; starting from step 0")
+        return trainer.train()
+    finally:
+        D.cleanup(info)

@@ -1,0 +1,135 @@
+"""The Python API, mirroring the command line:
+
+    import e4e
+    inv = e4e.load("e4e_ffhq_encode.pt")          # or e4e.load() for the embedded model
+    lat = e4e.invert(["a.png", "faces/"], inv)     # -> Latents (names, W+ codes, checkpoint identity)
+    e4e.save_latents("latents.npz", lat)
+    edited = e4e.edit(lat, direction="age.pt", strength=3)
+    images = inv.decode(edited.codes)              # (N, 3, H, W) in [-1, 1]
+
+`inv.invert(images)` (PIL images, paths or a tensor) gives (reconstructions, codes) directly.
+"""
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from e4e.errors import E4EError
+from e4e.latents import Latents, check_compatible, checkpoint_identity, generator_shape, load_latents, save_latents
+
+
+def checkpoint_path(checkpoint=None) -> Path:
+    """The given checkpoint, or the embedded default model when None."""
+    if checkpoint is None:
+        from e4e.assets import default_inverter_path
+        return default_inverter_path()
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise E4EError(f"{path}: no such checkpoint file (--checkpoint)")
+    return path
+
+
+def resolve_device(device=None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise E4EError(f"device {device!r}: CUDA is not available here (use --device cpu)")
+    return dev
+
+
+def load(checkpoint=None, device="cpu"):
+    """An Inverter (eval mode) from an official e4e/pSp .pt or e4e .safetensors; None = embedded model.
+    The file it came from is kept as `inv.checkpoint_path` so latents can record its identity."""
+    from e4e.checkpoints import load_inverter
+    path = checkpoint_path(checkpoint)
+    inv = load_inverter(path, log=lambda *a: None).to(resolve_device(device)).eval()
+    inv.checkpoint_path = path
+    return inv
+
+
+def inversion_meta(inverter, fit: str = "crop") -> dict:
+    path = getattr(inverter, "checkpoint_path", None)
+    return {"checkpoint": checkpoint_identity(path) if path else {},
+            "generator": generator_shape(inverter.decoder), "input_size": int(inverter.input_size), "fit": fit}
+
+
+def resize_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Downscale by area averaging (the official face_pool), upscale bilinearly; None keeps the size."""
+    if not size or images.shape[-1] == size:
+        return images
+    if size < images.shape[-1]:
+        return F.adaptive_avg_pool2d(images, (size, size))
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def invert(images, inverter=None, batch_size: int = 8, fit: str = "crop") -> Latents:
+    """Image files / folders / globs, PIL images or a (B,3,H,W) tensor in [-1,1] -> Latents.
+    Bad files raise E4EError (the `e4e invert` command skips them instead)."""
+    from e4e.imageio import iter_image_paths, load_image, to_tensor
+    inv = inverter if inverter is not None else load()
+    dev = next(inv.parameters()).device
+    if torch.is_tensor(images):
+        names, batches = [str(i) for i in range(images.shape[0])], list(images.split(batch_size))
+    else:
+        items = images if isinstance(images, (list, tuple)) else [images]
+        pil = [im for im in items if hasattr(im, "convert")]
+        if pil and len(pil) != len(items):
+            raise E4EError("invert: give either PIL images or paths, not a mix")
+        if pil:
+            names = [str(i) for i in range(len(pil))]
+            loaded = [_prepare_pil(im, inv.input_size, fit) for im in pil]
+        else:
+            paths = list(iter_image_paths(items))
+            names = _unique([p.stem for p in paths])
+            loaded = [load_image(p, inv.input_size, fit=fit) for p in paths]
+        batches = [to_tensor(loaded[i:i + batch_size]) for i in range(0, len(loaded), batch_size)]
+    codes = [inv.encode(b.to(dev)).float().cpu() for b in batches]
+    if not codes:
+        raise E4EError("invert: no images given")
+    return Latents(names, torch.cat(codes), inversion_meta(inv, fit))
+
+
+def _prepare_pil(im, size: int, fit: str = "crop"):
+    from e4e.imageio import fit_square, to_rgb
+    return fit_square(to_rgb(im), size, fit)
+
+
+def _unique(names: list[str]) -> list[str]:
+    out, used = [], set()
+    for n in names:
+        base, k = n, 2
+        while n in used:
+            n, k = f"{base}~{k}", k + 1
+        used.add(n)
+        out.append(n)
+    return out
+
+
+def edit(latents, direction=None, strength: float = 1.0, styles=None, ganspace=None, ganspace_edit=None):
+    """Edit W+ codes (a Latents or a (B, n_styles, D) tensor; returns the same kind).
+
+    direction: a tensor or an InterFaceGAN .pt/.npy file, added as strength * direction (only to
+    `styles` if given). ganspace: a PCA dict or file, with ganspace_edit = (pc, start, end, strength)
+    or 'pc,start,end,strength' or a preset name (the official GANSpace edit)."""
+    from e4e import editing
+    codes = latents.codes if isinstance(latents, Latents) else torch.as_tensor(latents)
+    if (direction is None) == (ganspace is None):
+        raise E4EError("edit: give exactly one of direction= or ganspace=")
+    if direction is not None:
+        d = editing.load_direction(direction) if isinstance(direction, (str, Path)) else direction
+        out = editing.apply_direction(codes, d, strength, styles)
+    else:
+        pca = editing.load_pca(ganspace) if isinstance(ganspace, (str, Path)) else ganspace
+        if ganspace_edit is None:
+            raise E4EError("edit: ganspace= needs ganspace_edit=(pc, start, end, strength)")
+        spec = editing.resolve_edit(ganspace_edit) if isinstance(ganspace_edit, str) else ganspace_edit
+        out = editing.ganspace_edit(codes, pca, spec)
+    if isinstance(latents, Latents):
+        return Latents(latents.names, out, dict(latents.meta))
+    return out
+
+
+__all__ = ["Latents", "check_compatible", "checkpoint_path", "edit", "invert", "load", "load_latents",
+           "resize_images", "save_latents"]

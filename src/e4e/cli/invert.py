@@ -1,0 +1,260 @@
+"""e4e invert IMAGES... -o DIR: images -> DIR/latents.npz (name -> W+ codes), DIR/recon/<name>.png, DIR/grid.png.
+
+Resumable: every finished batch is written at once (its reconstructions, then DIR/.parts/part-NNNNNN.npz,
+renamed into place only when complete), so Ctrl-C loses at most the batch in flight. At the end (and on
+Ctrl-C) the parts are merged into latents.npz; a rerun with the same arguments skips every image already
+in latents.npz or a part. Bad inputs are skipped with one line each; odd ones (grayscale, alpha, 16-bit)
+are converted to 8-bit RGB and reported.
+"""
+import os
+import shutil
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from e4e.errors import E4EError
+from e4e.latents import META_KEY
+
+PARTS = ".parts"
+LATENTS = "latents.npz"
+
+
+def collect_inputs(inputs, exclude: Path | None = None) -> list[tuple[Path, str]]:
+    """Expand files, folders and globs into (path, name) pairs. Names are the path relative to the folder
+    given, or the stem of a file given by itself, without extension; clashes get the extension, then ~N."""
+    from e4e.imageio import iter_image_paths
+    seen, pairs = set(), []
+    skip = os.path.abspath(exclude) + os.sep if exclude else None
+    for item in inputs:
+        folder = Path(item) if Path(item).is_dir() else None
+        for p in iter_image_paths(item):
+            key = os.path.normcase(os.path.abspath(p))
+            if key in seen or (skip and key.startswith(os.path.normcase(skip))):
+                continue  # our own outputs (-o inside an input folder) are never inputs
+            seen.add(key)
+            pairs.append((p, (p.relative_to(folder).with_suffix("") if folder else Path(p.stem)).as_posix()))
+    clashes = Counter(n for _, n in pairs)
+    out, used = [], set()
+    for p, n in pairs:
+        base = n + p.suffix.lower() if clashes[n] > 1 else n
+        n, k = base, 2
+        while n in used or n == META_KEY:
+            n, k = f"{base}~{k}", k + 1
+        used.add(n)
+        out.append((p, n))
+    return out
+
+
+def conversion_note(path: Path) -> str | None:
+    """Why an image that loaded fine was not plain 8-bit RGB (None if it was)."""
+    try:
+        with Image.open(path) as im:
+            mode, alpha = im.mode, im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+    except Exception:
+        return None
+    if mode == "RGB":
+        return None
+    what = {"L": "grayscale", "1": "1-bit", "P": "palette", "CMYK": "CMYK", "I": "16/32-bit", "I;16": "16-bit",
+            "F": "float"}.get(mode, mode)
+    what = what if what == mode else f"{what} ({mode})"
+    return f"{path}: converted {what} to 8-bit RGB" + (", alpha composited on white" if alpha else "")
+
+
+def load_item(item, size: int, fit: str):
+    """(path, name) -> (path, name, tensor (3,H,W) or None, message or None). Runs in worker threads."""
+    from e4e.imageio import load_image, to_tensor
+    path, name = item
+    try:
+        im = load_image(path, size, fit=fit)
+    except E4EError as e:
+        return path, name, None, str(e)
+    return path, name, to_tensor(im)[0], conversion_note(path)
+
+
+def prefetch(fn, items, workers: int, depth: int):
+    """fn over items in order, `depth` calls ahead in a thread pool, so decoding overlaps compute
+    (Pillow releases the GIL while decoding)."""
+    pool = ThreadPoolExecutor(max(1, workers))
+    it = iter(items)
+    pending = deque(pool.submit(fn, x) for _, x in zip(range(max(1, depth)), it))
+    try:
+        while pending:
+            result = pending.popleft().result()
+            for x in it:
+                pending.append(pool.submit(fn, x))
+                break
+            yield result
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+@torch.no_grad()
+def invert_batch(inv, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch (B,3,H,W) in [-1,1] -> (reconstructions at generator resolution, W+ codes)."""
+    codes = inv.encode(x)
+    return inv.decode(codes, resize=False), codes
+
+
+def recon_path(out: Path, name: str) -> Path:
+    return out / "recon" / f"{name}.png"
+
+
+def same_run(meta: dict, want: dict) -> bool:
+    return (meta.get("checkpoint", {}).get("sha256") == want["checkpoint"]["sha256"]
+            and meta.get("generator") == want["generator"] and meta.get("fit") == want["fit"])
+
+
+def previous_results(out: Path, meta: dict) -> tuple[list[Path], set[str]]:
+    """Latents files already in DIR (latents.npz first, then parts in order) and the names they hold."""
+    from e4e.latents import read_index
+    parts = out / PARTS
+    for tmp in list(out.glob(f".{LATENTS}.*.tmp")) + (list(parts.glob(".*.tmp")) if parts.is_dir() else []):
+        tmp.unlink(missing_ok=True)  # left by a save killed mid-write; its data was never counted
+    sources = ([out / LATENTS] if (out / LATENTS).is_file() else []) + sorted(parts.glob("part-*.npz"))
+    done = set()
+    for src in sources:
+        names, old = read_index(src)
+        if not same_run(old, meta):
+            raise E4EError(f"{out} holds latents from another run (checkpoint {old.get('checkpoint', {}).get('file')}, "
+                           f"fit {old.get('fit')}): pass --overwrite to replace them, or choose another -o folder")
+        done.update(names)
+    return sources, done
+
+
+def clear_outputs(out: Path) -> None:
+    for p in (out / PARTS, out / "recon"):
+        if p.is_dir():
+            shutil.rmtree(p)
+    for p in (out / LATENTS, out / "grid.png"):
+        p.unlink(missing_ok=True)
+
+
+def merge(out: Path, meta: dict) -> list[str]:
+    from e4e.latents import merge_latents
+    parts = sorted((out / PARTS).glob("part-*.npz"))
+    final = out / LATENTS
+    if not parts and final.is_file():
+        from e4e.latents import read_index
+        return read_index(final)[0]
+    names = merge_latents(final, ([final] if final.is_file() else []) + parts, meta)
+    for p in parts:  # only after latents.npz holds them: a kill in between leaves duplicates, merged away next time
+        p.unlink()
+    if (out / PARTS).is_dir() and not any((out / PARTS).iterdir()):
+        (out / PARTS).rmdir()
+    return names
+
+
+def write_grid(out: Path, items, done: set[str], n: int, size: int, fit: str) -> Path | None:
+    """input | reconstruction pairs of the first n finished images, four pairs per row."""
+    from e4e.imageio import load_image, save_grid
+    tiles = []
+    for path, name in items:
+        if len(tiles) >= 2 * n:
+            break
+        if name in done and recon_path(out, name).is_file():
+            with Image.open(recon_path(out, name)) as r:
+                recon = r.convert("RGB")
+            try:
+                tiles += [load_image(path, recon.size[0], fit=fit), recon]
+            except E4EError:  # changed or removed since it was inverted: leave it out of the grid
+                pass
+    if not tiles:
+        return None
+    return save_grid(tiles, out / "grid.png", nrow=2 * min(4, len(tiles) // 2))
+
+
+def run(args) -> int:
+    from e4e.api import inversion_meta, load, resize_images
+    from e4e.imageio import to_pil
+    from e4e.latents import Latents, save_latents
+    if args.batch_size < 1:
+        raise E4EError("--batch-size must be at least 1")
+    out = Path(args.output)
+    items = collect_inputs(args.images, exclude=out)
+    if not items:
+        raise E4EError(f"no images found in {' '.join(args.images)}")
+    inv = load(args.checkpoint, args.device)
+    dev = next(inv.parameters()).device
+    meta = inversion_meta(inv, args.fit)
+    if args.overwrite:
+        clear_outputs(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _, done = previous_results(out, meta)
+    todo = [it for it in items if it[1] not in done]
+    parts = out / PARTS
+    next_part = 1 + max((int(p.stem.split("-")[1]) for p in parts.glob("part-*.npz")), default=0)
+    stats = Counter()
+    print(f"{len(items)} images: {len(items) - len(todo)} already done, {len(todo)} to invert "
+          f"({inv.decoder.size}px generator, {meta['checkpoint'].get('file')}, {dev})")
+
+    def flush(batch):
+        nonlocal next_part
+        if not batch:
+            return
+        x = torch.stack([b[2] for b in batch]).to(dev)
+        images, codes = invert_batch(inv, x)
+        for (_, name, *_), im in zip(batch, to_pil(resize_images(images.float(), args.size).cpu())):
+            dst = recon_path(out, name)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            im.save(dst)
+        save_latents(parts / f"part-{next_part:06d}.npz", Latents([b[1] for b in batch], codes.float().cpu(), meta))
+        next_part += 1
+        stats["inverted"] += len(batch)
+        batch.clear()
+
+    bar = tqdm(total=len(todo), unit="img", desc="invert", disable=args.quiet or not todo)
+    batch = []
+    loaded = prefetch(lambda it: load_item(it, inv.input_size, args.fit), todo, args.workers, 2 * args.batch_size)
+    try:
+        for path, name, x, msg in loaded:
+            if x is None:
+                stats["skipped"] += 1
+                tqdm.write(f"skipped {msg}")
+            else:
+                if msg:
+                    stats["converted"] += 1
+                    tqdm.write(msg)
+                batch.append((path, name, x))
+                if len(batch) == args.batch_size:
+                    flush(batch)
+            bar.update(1)
+        flush(batch)
+    except KeyboardInterrupt:
+        loaded.close()
+        bar.close()
+        names = merge(out, meta)
+        print(f"interrupted: {len(names)} images saved in {out / LATENTS}; run the same command again to resume")
+        raise
+    bar.close()
+    names = merge(out, meta)
+    grid = write_grid(out, items, set(names), args.grid, args.size or inv.decoder.size, args.fit) if args.grid else None
+    print(f"inverted {stats['inverted']}, already done {len(items) - len(todo)}, converted {stats['converted']}, "
+          f"skipped {stats['skipped']} bad input(s); {out / LATENTS} holds {len(names)} images"
+          + (f"; grid {grid}" if grid else ""))
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser("invert", help="images -> W+ latents (latents.npz), reconstructions and a grid",
+                       description="Invert images into W+ latents. Resumable: rerun the same command after an "
+                                   "interruption and finished images are skipped.")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="inverter: official e4e/pSp .pt or e4e .safetensors (default: the embedded model)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="image-decoding threads, working ahead of the model (default min(4, CPUs))")
+    p.add_argument("--fit", default="crop", choices=("crop", "pad", "stretch"),
+                   help="non-square inputs: centre-crop, pad or stretch to the encoder's square (default crop)")
+    p.add_argument("--size", type=int, metavar="PX", help="reconstruction image size (default: the generator's)")
+    p.add_argument("--grid", type=int, default=16, metavar="N",
+                   help="grid.png shows the first N input|reconstruction pairs (0: no grid; default 16)")
+    p.add_argument("--overwrite", action="store_true", help="discard earlier results in DIR instead of resuming")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)

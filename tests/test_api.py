@@ -1,0 +1,107 @@
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import e4e
+from e4e.editing import ganspace_pca, ganspace_edit
+from e4e.errors import E4EError
+from e4e.imageio import load_image, to_tensor
+from e4e.latents import Latents, check_compatible, load_latents, merge_latents, read_index, save_latents
+from tiny_inverters import save_tiny, tiny_inverter
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("api") / "tiny.safetensors")
+
+
+def test_import_is_light():
+    code = "import sys, e4e; assert 'torch' not in sys.modules; assert callable(e4e.load); assert 'torch' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_load_and_invert_paths(ckpt, tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("x", "y"):
+        Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    inv = e4e.load(ckpt)
+    assert inv.checkpoint_path == ckpt and not inv.training
+    lat = e4e.invert(tmp_path, inv, batch_size=1)
+    assert lat.names == ["x", "y"] and lat.codes.shape == (2, 8, 32)
+    assert lat.meta["checkpoint"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert lat.meta["generator"] == {"size": 32, "n_styles": 8, "style_dim": 32}
+    with torch.no_grad():
+        want = tiny_inverter().encode(to_tensor([load_image(tmp_path / f"{n}.png", 32) for n in ("x", "y")]))
+    torch.testing.assert_close(lat.codes, want, atol=1e-5, rtol=1e-5)
+    # PIL images give the same codes as their files
+    pil = e4e.invert([Image.open(tmp_path / "x.png")], inv)
+    torch.testing.assert_close(pil.codes[0], lat["x"], atol=1e-5, rtol=1e-5)
+    # the wrapper's own one-call inversion agrees
+    recon, codes = inv.invert([tmp_path / "x.png"])
+    torch.testing.assert_close(codes[0], lat["x"], atol=1e-5, rtol=1e-5)
+
+
+def test_latents_file_round_trip_and_merge(tmp_path):
+    codes = torch.randn(3, 8, 32)
+    lat = Latents(["a", "dir/b", "c"], codes, {"checkpoint": {"sha256": "0" * 64}})
+    e4e.save_latents(tmp_path / "l.npz", lat)
+    back = e4e.load_latents(tmp_path / "l.npz")
+    assert back.names == lat.names and torch.equal(back.codes, codes)
+    assert back.meta["format"] == "e4e.latents.v1" and back.meta["checkpoint"]["sha256"] == "0" * 64
+    with np.load(tmp_path / "l.npz", allow_pickle=False) as z:  # plain numpy can read it
+        assert z["dir/b"].dtype == np.float32 and z["dir/b"].shape == (8, 32)
+    # merging keeps first occurrences, streams entries and rewrites the metadata
+    save_latents(tmp_path / "m.npz", Latents(["c", "d"], torch.randn(2, 8, 32)))
+    names = merge_latents(tmp_path / "l.npz", [tmp_path / "l.npz", tmp_path / "m.npz"], {"note": 1})
+    assert names == ["a", "dir/b", "c", "d"]
+    merged = load_latents(tmp_path / "l.npz")
+    assert torch.equal(merged["c"], codes[2]) and merged.meta["note"] == 1
+    assert read_index(tmp_path / "l.npz")[0] == names
+    # dict input
+    save_latents(tmp_path / "d.npz", {"p": codes[0]}, {"k": 2})
+    assert load_latents(tmp_path / "d.npz").meta["k"] == 2
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(E4EError, match="not a latents .npz"):
+        load_latents(tmp_path / "bad.npz")
+
+
+def test_edit_direction_and_ganspace():
+    torch.manual_seed(0)
+    lat = Latents(["a", "b"], torch.randn(2, 8, 32), {"x": 1})
+    d = torch.randn(1, 32)
+    out = e4e.edit(lat, direction=d, strength=2.5)
+    assert isinstance(out, Latents) and out.names == lat.names and out.meta == lat.meta
+    torch.testing.assert_close(out.codes, lat.codes + 2.5 * d)
+    only = e4e.edit(lat.codes, direction=d, strength=1, styles=[2, 3])
+    assert torch.equal(only[:, [0, 1, 4, 5, 6, 7]], lat.codes[:, [0, 1, 4, 5, 6, 7]])
+    pca = ganspace_pca(torch.randn(500, 32), n_components=4)
+    gs = e4e.edit(lat, ganspace=pca, ganspace_edit="1,0,4,3")
+    torch.testing.assert_close(gs.codes, ganspace_edit(lat.codes, pca, (1, 0, 4, 3.0)))
+    with pytest.raises(E4EError, match="exactly one"):
+        e4e.edit(lat)
+
+
+def test_check_compatible(ckpt, tmp_path):
+    g = tiny_inverter().decoder
+    lat = e4e.invert(torch.zeros(1, 3, 32, 32), e4e.load(ckpt))
+    check_compatible(lat, g, ckpt)  # same file: fine
+    other = save_tiny(tmp_path / "other.safetensors", seed=1)
+    with pytest.raises(E4EError, match="--force"):
+        check_compatible(lat, g, other)
+    check_compatible(lat, g, other, force=True)
+    with pytest.raises(E4EError, match="another model"):
+        check_compatible(lat, tiny_inverter(size=16).decoder, ckpt, force=True)
+
+
+def test_load_default_model(monkeypatch, ckpt):
+    import e4e.assets
+    monkeypatch.setattr(e4e.assets, "DEFAULT_INVERTER", "absent.safetensors")
+    with pytest.raises(E4EError, match="no embedded model in this install: pass --checkpoint PATH"):
+        e4e.load()
+    with pytest.raises(E4EError, match="no such checkpoint"):
+        e4e.load(ckpt.with_name("missing.pt"))

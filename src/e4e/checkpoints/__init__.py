@@ -4,60 +4,50 @@
 - official e4e / pSp checkpoints (`state_dict` with encoder./decoder., `opts`, `latent_avg`): official.py
 - NVIDIA stylegan2-ada-pytorch .pkl, through a restricted unpickler: nvidia.py
 - e4e's own safetensors format: native.py
+- reading any of them by content, describing, converting between them (`e4e convert`): convert.py
 """
-from e4e.checkpoints.io import load_state_dict_checked, torch_load
+from e4e.checkpoints.io import load_state_dict_checked, sniff_format, stderr_log, torch_load
 from e4e.checkpoints.native import is_native, load_native, save_native
 from e4e.checkpoints.rosinality import (atomic_torch_save, from_rosinality_dict, generator_from_state, infer_generator_config,
                                         load_rosinality, save_rosinality)
 
 
+def load_generator(path, compute_latent_avg: bool = False, log=stderr_log):
+    """Any supported generator file (or an inverter's decoder) -> (Generator in eval mode, latent_avg (1, D)).
 
-def load_generator(path):
-    """Any supported generator file -> (Generator in eval mode, latent_avg (1, D) or None)."""
-    from pathlib import Path
-
-    from e4e.errors import E4EError
-    from e4e.nets.stylegan2 import Generator, GeneratorConfig
-    path = Path(path)
-    if not path.is_file():
-        raise E4EError(f"{path}: no such file")
-    if is_native(path):
-        parts, configs, extra, _ = load_native(path)
-        if "generator" not in parts:
-            raise E4EError(f"{path}: e4e checkpoint without a generator")
-        g = Generator(GeneratorConfig(**configs["generator"]))
-        load_state_dict_checked(g, parts["generator"], f"{path.name}:generator")
-        return g.eval(), extra.get("latent_avg")
-    if path.suffix == ".pkl":
-        from e4e.checkpoints.nvidia import load_nvidia_generator
-        return load_nvidia_generator(path)
-    ckpt = torch_load(path)
-    if isinstance(ckpt, dict) and "state_dict" in ckpt and any(k.startswith("decoder.") for k in ckpt["state_dict"]):
-        from e4e.checkpoints.official import inverter_from_official
-        inv = inverter_from_official(ckpt, path.name)
-        return inv.decoder, (inv.latent_avg[:1] if inv.latent_avg is not None else None)
-    return from_rosinality_dict(ckpt, path)
+    latent_avg is the file's, else None; with compute_latent_avg a missing one is computed (the seeded mean
+    of mapping(z) over 1e5 z, seconds on a CPU) and `log` (a callable, or None) is told so in one line.
+    """
+    from e4e.checkpoints.convert import HOW_COMPUTED, read_checkpoint, seeded_mean_latent
+    ck = read_checkpoint(path, compute_latent_avg=False, log=log)
+    avg = ck.generator_latent_avg
+    if avg is None and compute_latent_avg:
+        avg = seeded_mean_latent(ck.generator)
+        if log:
+            what = "no latent_avg" if ck.latent_avg is None else "no single latent_avg (it differs per style)"
+            log(f"{ck.path.name}: {what} in the file; computed it as {HOW_COMPUTED}")
+    return ck.generator, avg
 
 
 def load_inverter(path, log=print):
     """An official e4e/pSp .pt or e4e's own .safetensors -> Inverter (eval mode, CPU)."""
     from pathlib import Path
 
+    from e4e.checkpoints.convert import inverter_from_native
+    from e4e.checkpoints.official import inverter_from_official, is_official
     from e4e.errors import E4EError
-    from e4e.inverter import Inverter
-    from e4e.nets.encoders import EncoderConfig, build_encoder
-    from e4e.nets.stylegan2 import Generator, GeneratorConfig
     path = Path(path)
-    if is_native(path):
+    if not path.is_file():
+        raise E4EError(f"{path}: no such file")
+    found = sniff_format(path)
+    if found == "safetensors":
         parts, configs, extra, _ = load_native(path)
         if "encoder" not in parts or "generator" not in parts:
             raise E4EError(f"{path}: holds {', '.join(parts)}; an inverter needs an encoder and a generator")
-        encoder = build_encoder(EncoderConfig(**configs["encoder"]))
-        load_state_dict_checked(encoder, parts["encoder"], f"{path.name}: encoder")
-        decoder = Generator(GeneratorConfig(**configs["generator"]))
-        load_state_dict_checked(decoder, parts["generator"], f"{path.name}: generator")
-        return Inverter(encoder, decoder, extra.get("latent_avg"), configs.get("output_size", 256)).eval()
-    from e4e.checkpoints.official import inverter_from_official, is_official
+        return inverter_from_native(parts, configs, extra, path.name)
+    if found == "pickle":
+        raise E4EError(f"{path}: a pickle (an NVIDIA .pkl generator?), not an inverter: give an official e4e/pSp .pt "
+                       "or an e4e .safetensors file with an encoder")
     ckpt = torch_load(path)
     if not is_official(ckpt):
         raise E4EError(f"{path}: not an e4e/pSp checkpoint (expected 'state_dict' with encoder.* keys, "
@@ -67,4 +57,4 @@ def load_inverter(path, log=print):
 
 __all__ = ["load_generator", "load_inverter", "atomic_torch_save", "generator_from_state", "infer_generator_config", "is_native",
            "load_native", "load_rosinality", "load_state_dict_checked", "save_native", "save_rosinality",
-           "torch_load"]
+           "sniff_format", "stderr_log", "torch_load"]

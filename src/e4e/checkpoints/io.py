@@ -1,11 +1,35 @@
 """Safe file reading and strict state-dict loading shared by every checkpoint format."""
 import pickle
+import re
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from e4e.errors import E4EError
+
+
+# torch's legacy (pre-zip) format opens with a pickle of the magic number 0x1950a86a20f9469cfc6c
+LEGACY_TORCH_MAGIC = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def sniff_format(path) -> str:
+    """What a file holds, from its first bytes: 'safetensors', 'torch' (torch.save, zip or legacy),
+    'pickle' (any other pickle, e.g. an NVIDIA .pkl) or 'unknown'. Names are not trusted."""
+    from e4e.checkpoints.native import is_native
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        return "unknown"
+    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and LEGACY_TORCH_MAGIC in head):
+        return "torch"
+    if is_native(path):
+        return "safetensors"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    return "unknown"
 
 
 def torch_load(path) -> object:
@@ -15,19 +39,41 @@ def torch_load(path) -> object:
         raise E4EError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise E4EError(f"{path}: empty file, not a checkpoint")
+    found = sniff_format(path)
+    # torch.load would reject these with long or cryptic messages; say what the file is instead.
+    if found == "pickle":
+        raise E4EError(f"{path}: a plain Python pickle, not a torch.save checkpoint (an NVIDIA stylegan2-ada-pytorch "
+                       "generator .pkl is read where a generator is expected: 'e4e convert', 'e4e generate', "
+                       "e4e.checkpoints.load_generator)")
+    if found == "safetensors":
+        raise E4EError(f"{path}: a safetensors file, not a torch.save checkpoint (e4e.checkpoints.load_generator "
+                       "and load_inverter read e4e .safetensors files)")
+    if found == "unknown":
+        raise E4EError(f"{path}: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
-            raise E4EError(f"{path}: holds Python objects other than tensors and plain containers; refusing "
-                           "to unpickle it (if it is an NVIDIA .pkl use 'e4e convert')") from None
+        text = str(e)
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            if "Unsupported operand" in text:
+                raise E4EError(f"{path}: uses pickle opcodes torch.load(weights_only=True) cannot read (the legacy "
+                               "format with pickle protocol 4+?); re-save it with torch.save's defaults") from None
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+            what = found.group(1) if found else "objects other than tensors and plain containers"
+            raise E4EError(f"{path}: refusing to unpickle {what}: checkpoints are read with torch.load(weights_only=True), "
+                           "which allows only tensors and plain containers (re-save the tensors in a plain dict)") from None
         raise E4EError(f"{path}: not a PyTorch checkpoint ({first})") from None
     except Exception as e:  # torch raises many types (RuntimeError, KeyError, EOFError...) on bad bytes
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, EOFError) or "zip archive" in msg or "central directory" in msg or "truncated" in msg:
             raise E4EError(f"{path}: truncated or corrupt checkpoint ({msg})") from None
         raise E4EError(f"{path}: cannot read checkpoint ({msg})") from None
+
+
+def stderr_log(message: str) -> None:
+    """Default `log` of the loaders: one line on stderr, keeping stdout for results."""
+    print(message, file=sys.stderr)
 
 
 def load_state_dict_checked(module: nn.Module, state: dict, what: str) -> None:

@@ -17,6 +17,17 @@ def is_official(ckpt) -> bool:
         k.startswith("encoder.") for k in ckpt["state_dict"])
 
 
+def check_pair(ecfg: EncoderConfig, gcfg, encoder_name: str, generator_name: str) -> None:
+    """An encoder only works with the generator it was trained for: same number of styles and style_dim."""
+    if ecfg.n_styles != gcfg.n_latent:
+        raise E4EError(f"{encoder_name} predicts {ecfg.n_styles} styles (a {ecfg.stylegan_size}px generator) but "
+                       f"{generator_name} is {gcfg.size}px ({gcfg.n_latent} styles): pair the encoder with the "
+                       "generator it was trained with")
+    if ecfg.style_dim != gcfg.style_dim:
+        raise E4EError(f"{encoder_name} predicts {ecfg.style_dim}-dim codes but {generator_name} has style_dim "
+                       f"{gcfg.style_dim}: pair the encoder with the generator it was trained with")
+
+
 def inverter_from_official(ckpt: dict, where: str = "checkpoint", log=print):
     from e4e.inverter import Inverter
     if not is_official(ckpt):
@@ -35,7 +46,9 @@ def inverter_from_official(ckpt: dict, where: str = "checkpoint", log=print):
     load_state_dict_checked(encoder, enc_sd, f"{where}: encoder")
     if not dec_sd:
         raise E4EError(f"{where}: has no decoder.* weights")
-    decoder = Generator(infer_generator_config(dec_sd, f"{where}: decoder"))
+    gcfg = infer_generator_config(dec_sd, f"{where}: decoder")
+    check_pair(ecfg, gcfg, f"{where}: the encoder", "its decoder (decoder.*)")
+    decoder = Generator(gcfg)
     load_state_dict_checked(decoder, dec_sd, f"{where}: decoder")
     size = opts.get("stylegan_size")
     if size is not None and int(size) != decoder.size:

@@ -52,9 +52,9 @@ def run(args) -> int:
     from e4e.checkpoints import load_generator
     from e4e.imageio import save_grid
     seeds = parse_seeds(args.seeds)
-    g, avg = load_generator(args.checkpoint)
     if not 0 <= args.truncation <= 1:
         raise E4EError("--truncation must be in [0, 1]")
+    g, avg = load_generator(args.checkpoint, compute_latent_avg=args.truncation < 1)
     images, ws = generate(g, seeds, args.truncation, avg, args.device, args.batch_size)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from e4e.align import (
 )
 from e4e.cli import main
 from e4e.errors import E4EError
-from test_mtcnn import FACE, detector, face_photo
+from test_mtcnn import detector, face_photo
 
 # An upright synthetic face: eye centres and mouth corners, eyes 1 apart, mouth 1.1 below them.
 EYE_L, EYE_R, MOUTH_L, MOUTH_R = (-0.5, 0.0), (0.5, 0.0), (-0.4, 1.1), (0.4, 1.1)
@@ -70,7 +70,7 @@ def test_68_points_give_the_same_quad_as_5():
 
 
 def test_eye_to_mouth_sets_scale_for_long_faces():
-    pts = CANON * [1, 1] + [[0, 0], [0, 0], [0, 1.4], [0, 1.4]]  # mouth 2.5 below: 1.8 * 2.5 > 2 * 1
+    pts = CANON + [[0, 0], [0, 0], [0, 1.4], [0, 1.4]]  # mouth 2.5 below: 1.8 * 2.5 > 2 * 1
     quad = face_quad(five_points(pts))
     assert np.linalg.norm(quad[3] - quad[0]) == pytest.approx(2 * 1.8 * 2.5)
 

@@ -255,3 +255,56 @@ class WPool:
         self.size = int(state["size"])
         self.ws = [w.clone() for w in state["ws"]] if state["ws"].numel() else []
         self.rng.set_state(state["rng"])
+
+
+# -------------------------------------------------------------------- EfficientNet perceptual distance
+
+
+class EfficientNetPerceptual(_FrozenLoss):
+    """LPIPS-style perceptual distance on a frozen ImageNet EfficientNet-Lite0, for where LPIPS's own
+    AlexNet/VGG weights cannot be had.
+
+    d(x, y) = sum over taps l of the spatial mean of ||u_l(x) - u_l(y)||^2, where u_l are the channel-wise
+    unit-normalised outputs of the last block at each resolution (1/2 .. 1/32 of the input: 16, 24, 40, 112
+    and 320 channels; e4e.nets.efficientnet.STAGE_ENDS). Every tap and channel weighs the same: no
+    calibrated linear layers (LPIPS's `lin` weights, fitted to human judgements) exist for this backbone,
+    so this is LPIPS's uncalibrated baseline form and its values are not on LPIPS's scale (each tap adds at
+    most 4).
+
+    Images in [-1, 1] are resized bilinearly to `size` x `size` (224 by default; None keeps the native
+    size) and normalised as the Lite models were trained, (pixel - 127) / 128. Why 224 for 64-256 px
+    images: the filters and batch-norm statistics were fitted at 224 on objects filling the frame; at 64 px
+    the deepest tap is 2x2 and dominated by padding, and a whole 64-px emoji would look like a small detail.
+    Upsampling costs compute (about 12x a native 64-px pass) but keeps every tap meaningful.
+
+    `weights`: the `efficientnet-lite0-57934424.pth` file (see
+    e4e.nets.efficientnet.find_efficientnet_lite0_weights for the copy an installed package ships).
+    """
+
+    def __init__(self, weights, size: int | None = 224, taps=None, how: str = "pass --perceptual-weights PATH"):
+        super().__init__()
+        from e4e.nets.efficientnet import STAGE_ENDS, load_efficientnet_lite0
+
+        self.net = load_efficientnet_lite0(weights, how)
+        self.taps = tuple(sorted(STAGE_ENDS if taps is None else taps))
+        if not self.taps or self.taps[0] < 0 or self.taps[-1] >= len(self.net._blocks):
+            raise E4EError(f"EfficientNet perceptual taps must be block indices 0..{len(self.net._blocks) - 1}, "
+                           f"got {taps}")
+        self.size = size
+
+    def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-image distance, shape (B,); images in [-1, 1] of one shape."""
+        from e4e.nets.efficientnet import lite_normalise, resize
+
+        if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 3:
+            raise E4EError(f"perceptual distance needs two (B, 3, H, W) tensors of one shape, got "
+                           f"{tuple(x.shape)} and {tuple(y.shape)}")
+        both = lite_normalise(resize(torch.cat([x, y]), self.size))  # one pass for both halves
+        total = 0
+        for f in self.net.block_outputs(both, self.taps):
+            fx, fy = _unit_channels(f).chunk(2)
+            total = total + (fx - fy).pow(2).sum(dim=1).mean(dim=(1, 2))
+        return total
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.distance(x, y).mean()

@@ -113,7 +113,7 @@ def test_pti_locality_regulariser_is_deterministic_and_keeps_other_codes_closer(
     g = tiny_generator()
     target, pivot = problem(g, batch=1, seed=5)
     mean = g.mean_latent(256)
-    kw = dict(steps=15, lr=5e-3, lpips_fn=TinyPerceptual(), mean_latent=mean)
+    kw = dict(steps=8, lr=5e-3, lpips_fn=TinyPerceptual(), mean_latent=mean)
     free = pti(g, target, pivot, **kw)
     reg1 = pti(g, target, pivot, locality=True, locality_l2_weight=10.0, seed=7, **kw)
     reg2 = pti(g, target, pivot, locality=True, locality_l2_weight=10.0, seed=7, **kw)

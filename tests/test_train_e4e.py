@@ -1,4 +1,5 @@
 """e4e trainer: schedule, data order, a CPU smoke run, bit-exact resume, and 2-process DDP on gloo."""
+import importlib.util
 import json
 import os
 import socket
@@ -79,6 +80,15 @@ def test_smoke_run_reconstruction_falls(tiny_world, tmp_path):
     assert last < 0.8 * first, (first, last)
     assert rows[0]["stage"] == 0 and rows[-1]["stage"] == 5  # 6 styles: offsets 1..5 opened on schedule
     assert "discriminator_accuracy" in rows[-1] and "discriminator_r1_loss" in rows[0]
+    if importlib.util.find_spec("tensorboard"):
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        acc = EventAccumulator(str(tmp_path / "tb"))
+        acc.Reload()
+        tags = set(acc.Tags()["scalars"])
+        for tag in ("train/loss_l2", "train/stage", "train/discriminator_accuracy", "train/offset_norm_mean",
+                    "train/total_delta_loss"):
+            assert tag in tags, tag
+        assert len(acc.Scalars("train/loss_l2")) == 50
     inv = load_inverter(tmp_path / "inverter.safetensors")
     assert inv.decoder.size == 16
     inv2 = load_inverter(tmp_path / "checkpoints" / "last.pt")  # official layout

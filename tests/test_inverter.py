@@ -1,6 +1,4 @@
 import re
-import time
-
 import pytest
 import torch
 
@@ -71,17 +69,14 @@ def tiny_inverter(size=64, kind="e4e"):
     return build_inverter(ecfg, gcfg, latent_avg=torch.zeros(1, 64), output_size=None).eval()
 
 
-def test_small_inverter_inverts_on_cpu_quickly():
+def test_small_inverter_inverts_on_cpu():
     torch.manual_seed(0)
     inv = tiny_inverter()
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         inv(x)  # warm-up
-        t = time.perf_counter()
         images, codes = inv(x)
-        dt = time.perf_counter() - t
     assert images.shape == (2, 3, 64, 64) and codes.shape == (2, inv.decoder.n_latent, 64)
-    assert dt < 2.0, f"tiny inversion took {dt:.2f}s"
 
 
 def test_encoder_generator_mismatch_is_one_line():

@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from e4e.checkpoints.rosinality import atomic_torch_save
 from e4e.errors import E4EError
+from e4e.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
 from e4e.nets.stylegan2 import Generator, GeneratorConfig
 from e4e.train import dist as D
 from e4e.train.augment import diff_augment
@@ -69,19 +69,6 @@ def build_discriminator(cfg: GANTrainConfig):
 def requires_grad(model, flag: bool) -> None:
     for p in model.parameters():
         p.requires_grad_(flag)
-
-
-def d_logistic_loss(real_pred, fake_pred):
-    return F.softplus(fake_pred).mean() + F.softplus(-real_pred).mean()
-
-
-def g_nonsaturating_loss(fake_pred):
-    return F.softplus(-fake_pred).mean()
-
-
-def r1_penalty(real_pred, real_img):
-    (grad,) = torch.autograd.grad(real_pred.sum(), real_img, create_graph=True)
-    return grad.pow(2).flatten(1).sum(1).mean()
 
 
 def path_length_penalty(fake_img, latents, mean_path_length, decay=0.01):
@@ -202,9 +189,9 @@ def train_gan(cfg: GANTrainConfig) -> Path:
         if step % cfg.d_reg_every == 0:
             real.requires_grad_(True)
             real_pred = d_train(aug(real))  # R1 in fp32: its gradient norm is the quantity being penalised
-            r1 = r1_penalty(real_pred, real)
+            r1 = r1_penalty(real_pred, real, gamma=cfg.r1, every=cfg.d_reg_every)
             d_opt.zero_grad(set_to_none=True)
-            (cfg.r1 / 2 * r1 * cfg.d_reg_every + 0 * real_pred[0]).sum().backward()
+            (r1 + 0 * real_pred[0]).sum().backward()
             d_opt.step()
             stats["r1"] = r1.detach()
         # --- generator

@@ -1,0 +1,159 @@
+"""Small scatter plots drawn with Pillow alone (no plotting library): labelled points, axes, ticks, legend."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+MARKERS = ["circle", "square", "diamond", "triangle"]
+
+
+@dataclass
+class Panel:
+    title: str
+    x_label: str
+    y_label: str
+    points: list[tuple[str, float, float]]  # (name, x, y)
+
+
+def font(size: int):
+    """Pillow's bundled scalable font (Pillow >= 10.1 with FreeType), else its small bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # older Pillow without the size argument
+        return ImageFont.load_default()
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About n round tick values covering [lo, hi] (steps of 1, 2, 2.5 or 5 times a power of ten)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [0.0]
+    if hi <= lo:
+        pad = max(abs(lo) * 0.1, 1e-3)
+        lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / max(1, n)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.floor(lo / step) * step
+    ticks, k = [], 0
+    while first + k * step <= hi + step * 1e-9:
+        ticks.append(first + k * step)
+        k += 1
+    if ticks[-1] < hi:
+        ticks.append(ticks[-1] + step)
+    return ticks
+
+
+def _tick_label(v: float, step: float) -> str:
+    mag = math.floor(math.log10(step))
+    decimals = max(0, -mag + (1 if abs(step / 10 ** mag - 2.5) < 1e-6 else 0))
+    return f"{v:.{decimals}f}"
+
+
+def _marker(draw: ImageDraw.ImageDraw, kind: str, x: float, y: float, r: float, color: str) -> None:
+    if kind == "square":
+        draw.rectangle([x - r, y - r, x + r, y + r], fill=color, outline="black")
+    elif kind == "diamond":
+        draw.polygon([(x, y - r * 1.3), (x + r * 1.3, y), (x, y + r * 1.3), (x - r * 1.3, y)], fill=color,
+                     outline="black")
+    elif kind == "triangle":
+        draw.polygon([(x, y - r * 1.3), (x + r * 1.2, y + r), (x - r * 1.2, y + r)], fill=color, outline="black")
+    else:
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=color, outline="black")
+
+
+def _text_size(draw, text, f) -> tuple[int, int]:
+    box = draw.textbbox((0, 0), text, font=f)
+    return box[2] - box[0], box[3] - box[1]
+
+
+def _draw_panel(img: Image.Image, box: tuple[int, int, int, int], panel: Panel, styles: dict, fs: int) -> None:
+    draw = ImageDraw.Draw(img)
+    f, f_small, f_title = font(fs), font(fs - 2), font(fs + 2)
+    left, top, right, bottom = box
+    pts = [(n, x, y) for n, x, y in panel.points if math.isfinite(x) and math.isfinite(y)]
+    xs = [p[1] for p in pts] or [0.0]
+    ys = [p[2] for p in pts] or [0.0]
+
+    def padded(vals):
+        lo, hi = min(vals), max(vals)
+        pad = (hi - lo) * 0.15 if hi > lo else max(abs(lo) * 0.1, 1e-3)
+        return nice_ticks(lo - pad, hi + pad)
+
+    xt, yt = padded(xs), padded(ys)
+    # plot area inside the panel: room for the y tick labels, the axis labels and the title
+    y_label_w = max(_text_size(draw, _tick_label(v, yt[1] - yt[0] if len(yt) > 1 else 1), f_small)[0] for v in yt)
+    px0, px1 = left + y_label_w + fs * 2 + 14, right - 16
+    py0, py1 = top + fs * 2 + 10, bottom - fs * 3 - 10
+    draw.text(((px0 + px1) / 2, top + 4), panel.title, font=f_title, fill="black", anchor="ma")
+
+    def sx(v):
+        return px0 + (v - xt[0]) / (xt[-1] - xt[0]) * (px1 - px0)
+
+    def sy(v):
+        return py1 - (v - yt[0]) / (yt[-1] - yt[0]) * (py1 - py0)
+
+    for v in xt:  # grid and ticks
+        draw.line([(sx(v), py0), (sx(v), py1)], fill="#e4e4e4")
+        draw.line([(sx(v), py1), (sx(v), py1 + 5)], fill="black")
+        draw.text((sx(v), py1 + 8), _tick_label(v, xt[1] - xt[0]), font=f_small, fill="black", anchor="ma")
+    for v in yt:
+        draw.line([(px0, sy(v)), (px1, sy(v))], fill="#e4e4e4")
+        draw.line([(px0 - 5, sy(v)), (px0, sy(v))], fill="black")
+        draw.text((px0 - 8, sy(v)), _tick_label(v, yt[1] - yt[0]), font=f_small, fill="black", anchor="rm")
+    draw.rectangle([px0, py0, px1, py1], outline="black")
+    draw.text(((px0 + px1) / 2, bottom - fs - 4), panel.x_label, font=f, fill="black", anchor="ms")
+    # rotated y label
+    w, h = _text_size(draw, panel.y_label, f)
+    label = Image.new("RGBA", (w + 8, h + 8), (255, 255, 255, 0))
+    ImageDraw.Draw(label).text((4, 4), panel.y_label, font=f, fill="black")
+    label = label.rotate(90, expand=True)
+    img.paste(label, (left + 2, int((py0 + py1) / 2 - label.height / 2)), label)
+    r = max(5, fs // 2)
+    for name, x, y in pts:
+        color, marker = styles[name]
+        _marker(draw, marker, sx(x), sy(y), r, color)
+        tx = sx(x) + r + 6
+        anchor = "lm"
+        if tx + _text_size(draw, name, f)[0] > px1:
+            tx, anchor = sx(x) - r - 6, "rm"
+        draw.text((tx, sy(y)), name, font=f, fill="black", anchor=anchor)
+
+
+def scatter_panels(panels: list[Panel], path, title: str = "", panel_size: tuple[int, int] = (620, 520),
+                   font_size: int = 18) -> Path:
+    """Side-by-side scatter panels sharing one legend (one colour and marker per point name); saves PNG."""
+    names = list(dict.fromkeys(n for p in panels for n, _, _ in p.points))
+    styles = {n: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, n in enumerate(names)}
+    f = font(font_size)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    legend_h = font_size * 2 + 12
+    title_h = font_size * 2 + 8 if title else 0
+    width = panel_size[0] * max(1, len(panels))
+    img = Image.new("RGB", (width, title_h + panel_size[1] + legend_h), "white")
+    draw = ImageDraw.Draw(img)
+    if title:
+        draw.text((width / 2, 8), title, font=font(font_size + 4), fill="black", anchor="ma")
+    for i, p in enumerate(panels):
+        _draw_panel(img, (i * panel_size[0], title_h, (i + 1) * panel_size[0], title_h + panel_size[1]), p, styles,
+                    font_size)
+    # legend: one row, centred under the panels, in a box
+    r = max(5, font_size // 2)
+    entries = [(n, 2 * r + 8 + _text_size(probe, n, f)[0]) for n in names]
+    total = sum(w for _, w in entries) + 24 * max(0, len(entries) - 1)
+    x = (width - total) / 2
+    y = title_h + panel_size[1] + legend_h / 2
+    if entries:
+        draw.rectangle([x - 12, y - font_size, x + total + 12, y + font_size], outline="#888888")
+    for n, w in entries:
+        color, marker = styles[n]
+        _marker(draw, marker, x + r, y, r, color)
+        draw.text((x + 2 * r + 8, y), n, font=f, fill="black", anchor="lm")
+        x += w + 24
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path

@@ -3,6 +3,8 @@
 Methods:
 - "e4e" / "psp": one encoder pass (the e4e and pSp inverters given).
 - "optimize": Adam on the W+ code, starting from the e4e code (e4e.refine.optimize).
+- "optimize_w": the same optimisation started from the mean latent instead (plain W+ optimisation, no
+  encoder), the classic baseline the encoder-based methods are compared with.
 - "pti": pivotal tuning of a per-image copy of the generator around the e4e code (e4e.refine.pti).
 Both refinements use the perceptual distance of `Scorers` (plus L2) as their loss.
 
@@ -40,8 +42,9 @@ from e4e import metrics
 from e4e.errors import E4EError
 from e4e.refine import OPT_STEPS, PTI_STEPS, optimize, pti, render
 
-METHODS = ("e4e", "psp", "optimize", "pti")
-REINVERTER = {"e4e": "e4e", "psp": "psp", "optimize": "e4e", "pti": "e4e"}  # whose encoder re-inverts for LEC
+METHODS = ("e4e", "psp", "optimize", "optimize_w", "pti")
+REFINED = ("optimize", "optimize_w", "pti")
+REINVERTER = {"e4e": "e4e", "psp": "psp", "optimize": "e4e", "optimize_w": "e4e", "pti": "e4e"}  # whose encoder re-inverts for LEC
 
 
 @dataclass
@@ -154,7 +157,10 @@ def invert_units(method: str, images: torch.Tensor, inverters: dict, scorers: Sc
             continue
         with torch.no_grad():
             codes = inv.encode(x)
-        if method == "optimize":
+            if method == "optimize_w":
+                start_w = inv.latent_avg if inv.latent_avg is not None else inv.decoder.mean_latent(10_000)
+                codes = start_w.to(codes).reshape(1, -1, codes.shape[-1]).expand_as(codes).clone()
+        if method in ("optimize", "optimize_w"):
             codes = optimize(inv.decoder, x, codes, steps=opts.optimize_steps, lpips_fn=scorers.perceptual,
                              progress=progress).codes
         elif method not in ("e4e", "psp"):
@@ -294,7 +300,7 @@ def evaluate(images: torch.Tensor, inverters: dict, scorers: Scorers, opts: Eval
     rows = []
     for method in opts.methods:
         subset = images
-        if method in ("optimize", "pti") and opts.refine_limit is not None:
+        if method in REFINED and opts.refine_limit is not None:
             subset = images[:opts.refine_limit]
         inv = inverters["psp" if method == "psp" else "e4e"]
         reencode = inverters[REINVERTER[method]].encode

@@ -200,7 +200,7 @@ def run(args) -> int:
     edits_desc = (f"{2 * k} directions (the top {k} SeFa directions of the generator's conv "
                   f"modulations and the top {k} GANSpace principal components of W)")
     subsets = []
-    if args.refine_limit is not None and any(m in methods for m in ("optimize", "pti")):
+    if args.refine_limit is not None and any(m in methods for m in ("optimize", "optimize_w", "pti")):
         subsets.append(f"optimize / pti on the first {args.refine_limit} images only")
     if args.edit_limit is not None:
         subsets.append(f"editability (LEC, edited FID/KID) on the first {args.edit_limit} images of each method "

@@ -188,6 +188,29 @@ def test_cli_writes_table_csv_png(cli_setup, tmp_path, monkeypatch, capsys):
     assert len(colors) > 20  # points, text and grid were drawn, not a blank canvas
 
 
+def test_cli_resumes_from_saved_rows(cli_setup, tmp_path, monkeypatch, capsys):
+    root, e4e_ckpt, _ = cli_setup
+    monkeypatch.setattr(cli_eval, "build_scorers", lambda args, device: cheap_scorers())
+    out = tmp_path / "out"
+
+    def run(methods, *extra):
+        rc = main(["eval", str(root / "imgs"), "-o", str(out), "--methods", methods, "--checkpoint", str(e4e_ckpt),
+                   "--optimize-steps", "1", "--strengths", "1", "--directions", "1", "--w-samples", "100",
+                   "--generator-samples", "0", *extra])
+        cap = capsys.readouterr()
+        assert rc == 0, cap.err
+        with open(out / "results.csv") as f:
+            return {r["method"]: r for r in csv.DictReader(f)}, cap.out
+
+    first, _ = run("e4e")
+    both, log = run("optimize,e4e")
+    assert "reusing the results of an earlier run for e4e" in log
+    assert both["e4e"] == first["e4e"]  # the very row saved, timing included
+    assert list(both) == ["optimize", "e4e"]
+    again, log = run("e4e", "--strengths", "2")  # another setting: computed afresh
+    assert "reusing" not in log and again["e4e"]["lec_latent"] != first["e4e"]["lec_latent"]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--methods", "e4e,psp"], "method psp needs the pSp inverter: pass --psp PATH"),
     (["--methods", "e4e,gan"], "unknown method(s) gan"),
@@ -202,7 +225,6 @@ def test_cli_errors(cli_setup, tmp_path, capsys, extra, message):
     assert rc == 2 and message in err and err.count("\n") == 1
 
 
-@pytest.mark.slow
 def test_cli_real_perceptual_weights(cli_setup, tmp_path, capsys):
     from e4e.nets.efficientnet import find_efficientnet_lite0_weights
     if find_efficientnet_lite0_weights() is None:

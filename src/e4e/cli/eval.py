@@ -2,9 +2,15 @@
 
 Writes DIR/results.md (table + definitions), DIR/results.csv (raw values) and DIR/tradeoff.png (distortion
 against editability and distance to W, one point per method). See e4e.evaluate for what each column means.
+
+Each finished row is also saved in DIR/.cache with a fingerprint of everything it depends on (images,
+checkpoints, metric weights, settings), so an interrupted run resumes at the method it was on, and methods
+can be run in separate processes (`--methods e4e,psp` and `--methods optimize,pti` into one DIR, then all of
+them to assemble the table).
 """
 import platform
 import shlex
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -147,6 +153,51 @@ def notes(args, opts, scorers, rows, edits_desc: str) -> list[str]:
     return out
 
 
+CACHE = ".cache"
+
+
+def fingerprint(args, names: list[str], inverters: dict, method: str | None) -> dict:
+    """Everything a result row depends on. method None: the part shared by the reference rows."""
+    import hashlib
+
+    from e4e.evaluate import REFINED
+    from e4e.latents import checkpoint_sha256
+    fp = {"images": hashlib.sha256("\n".join(names).encode()).hexdigest(), "fit": args.fit, "seed": args.seed,
+          "e4e": checkpoint_sha256(inverters["e4e"].checkpoint_path), "batch_size": args.batch_size,
+          "metrics": [args.perceptual_weights, args.lpips_backbone, args.lpips_weights, args.lpips_net,
+                      args.id_weights, args.inception]}
+    if method is None:
+        return fp
+    fp.update(method=method, strengths=args.strengths, directions=args.directions, w_samples=args.w_samples,
+              edit_limit=args.edit_limit)
+    if method == "psp":
+        fp["psp"] = checkpoint_sha256(inverters["psp"].checkpoint_path)
+    if method in REFINED:
+        fp.update(refine_limit=args.refine_limit, steps=args.pti_steps if method == "pti" else args.optimize_steps)
+    return fp
+
+
+def cached(out: Path, key: str, fp: dict) -> dict | None:
+    """A row saved by an earlier run with the same fingerprint, else None."""
+    import json
+    path = out / CACHE / f"{key}.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved.get("row") if saved.get("fingerprint") == fp else None
+
+
+def save_cached(out: Path, key: str, fp: dict, row: dict) -> None:
+    import json
+    import os
+    folder = out / CACHE
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{key}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"fingerprint": fp, "row": row}, indent=1), encoding="utf-8")
+    tmp.replace(folder / f"{key}.json")
+
+
 def run(args) -> int:
     from e4e.api import load, resolve_device
     from e4e.evaluate import (EvalOptions, columns, evaluate, generator_samples, image_features, reference_row,
@@ -165,6 +216,8 @@ def run(args) -> int:
         raise E4EError("--batch-size and --directions must be at least 1, --w-samples at least 2, "
                        "--generator-samples at least 0")
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     inverters = {"e4e": load(args.checkpoint, device)}
     if "psp" in methods:
@@ -180,20 +233,45 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.quiet:
         print(f"evaluating {', '.join(methods)} on {len(names)} images ({images.shape[-1]} px) on {device}")
+    if args.overwrite and (out / CACHE).is_dir():
+        import shutil
+        shutil.rmtree(out / CACHE)
     real = image_features(scorers.features, images, args.batch_size, device)
-    rows = evaluate(images, inverters, scorers, opts, progress=not args.quiet, real_features=real)
+    fps = {m: fingerprint(args, names, inverters, m) for m in methods}
+    done = {m: cached(out, m, fps[m]) for m in methods}
+    todo = tuple(m for m in methods if done[m] is None)
+    if not args.quiet and len(todo) < len(methods):
+        print(f"reusing the results of an earlier run for {', '.join(m for m in methods if m not in todo)} "
+              f"(in {out / CACHE}; --overwrite recomputes them)")
+    for m in todo:  # one at a time, so an interrupted run keeps the methods it finished
+        (row,) = evaluate(images, inverters, scorers, replace(opts, methods=(m,)), progress=not args.quiet,
+                          real_features=real)
+        save_cached(out, m, fps[m], row)
+        done[m] = row
+    rows = [done[m] for m in methods]
     size = tuple(images.shape[-2:])
+    base = fingerprint(args, names, inverters, None)
     if args.generator_samples:
-        feats = extract_features(scorers.features, generator_samples(e4e.decoder, args.generator_samples, size,
-                                                                     args.seed, args.batch_size), device)
-        rows.append(reference_row(f"generator samples ({args.generator_samples})", feats, real, args.seed))
+        fp = {**base, "samples": args.generator_samples}
+        row = cached(out, "generator-samples", fp)
+        if row is None:
+            feats = extract_features(scorers.features, generator_samples(e4e.decoder, args.generator_samples, size,
+                                                                         args.seed, args.batch_size), device)
+            row = reference_row(f"generator samples ({args.generator_samples})", feats, real, args.seed)
+            save_cached(out, "generator-samples", fp, row)
+        rows.append(row)
     if args.reference:
-        ref, _ = load_images(args.reference, e4e.input_size, args.fit, None, True)
-        if args.reference_limit is not None and ref.shape[0] > args.reference_limit:
-            pick = torch.randperm(ref.shape[0], generator=torch.Generator().manual_seed(args.seed))
-            ref = ref[pick[:args.reference_limit].sort().values]
-        feats = image_features(scorers.features, ref, args.batch_size, device)
-        rows.append(reference_row(f"other real images ({ref.shape[0]}), floor", feats, real, args.seed))
+        fp = {**base, "reference": list(map(str, args.reference)), "limit": args.reference_limit}
+        row = cached(out, "reference", fp)
+        if row is None:
+            ref, _ = load_images(args.reference, e4e.input_size, args.fit, None, True)
+            if args.reference_limit is not None and ref.shape[0] > args.reference_limit:
+                pick = torch.randperm(ref.shape[0], generator=torch.Generator().manual_seed(args.seed))
+                ref = ref[pick[:args.reference_limit].sort().values]
+            feats = image_features(scorers.features, ref, args.batch_size, device)
+            row = reference_row(f"other real images ({ref.shape[0]}), floor", feats, real, args.seed)
+            save_cached(out, "reference", fp, row)
+        rows.append(row)
 
     cols = columns(scorers, ms_ssim_scales(*size))
     k = min(args.directions, e4e.decoder.style_dim)
@@ -271,6 +349,11 @@ def register(sub):
     p.add_argument("--fit", default="crop", choices=("crop", "pad", "stretch"), help="non-square inputs")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0, help="W samples, generator samples, KID subsets")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice; 1 "
+                                                            "behaves best on a CPU shared with other jobs)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute every row (by default rows an earlier run saved in DIR/.cache with the same "
+                        "settings are reused, so an interrupted run resumes and methods can run separately)")
     p.add_argument("--note", metavar="TEXT", help="a line added to the top of results.md (e.g. what the images are)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or table echo")
     p.set_defaults(func=run, _parser=p)

@@ -81,7 +81,8 @@ def _draw_panel(img: Image.Image, box: tuple[int, int, int, int], panel: Panel, 
     def padded(vals):
         lo, hi = min(vals), max(vals)
         pad = (hi - lo) * 0.15 if hi > lo else max(abs(lo) * 0.1, 1e-3)
-        return nice_ticks(lo - pad, hi + pad)
+        # distances are never negative: no axis below zero for them
+        return nice_ticks(max(lo - pad, 0.0) if lo >= 0 else lo - pad, hi + pad)
 
     xt, yt = padded(xs), padded(ys)
     # plot area inside the panel: room for the y tick labels, the axis labels and the title
@@ -113,14 +114,35 @@ def _draw_panel(img: Image.Image, box: tuple[int, int, int, int], panel: Panel, 
     label = label.rotate(90, expand=True)
     img.paste(label, (left + 2, int((py0 + py1) / 2 - label.height / 2)), label)
     r = max(5, fs // 2)
+    taken = [(sx(x) - r - 5, sy(y) - r - 5, sx(x) + r + 5, sy(y) + r + 5) for _, x, y in pts]
     for name, x, y in pts:
         color, marker = styles[name]
         _marker(draw, marker, sx(x), sy(y), r, color)
-        tx = sx(x) + r + 6
-        anchor = "lm"
-        if tx + _text_size(draw, name, f)[0] > px1:
-            tx, anchor = sx(x) - r - 6, "rm"
-        draw.text((tx, sy(y)), name, font=f, fill="black", anchor=anchor)
+    for name, x, y in pts:
+        box = _label_box(draw, name, f, sx(x), sy(y), r, taken, (px0, py0, px1, py1))
+        taken.append(box)
+        draw.text((box[0], box[1]), name, font=f, fill="black", anchor="lt")
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label_box(draw, text, f, x, y, r, taken, area):
+    """Where a point's label goes: right of it, else left, above, below, ... the first spot that stays
+    inside the plot and overlaps no marker or earlier label (right of the point if none does)."""
+    left_top = draw.textbbox((0, 0), text, font=f, anchor="lt")
+    w, h = left_top[2] - left_top[0], left_top[3] - left_top[1]
+    gap = r + 6
+    spots = [(x + gap, y - h / 2), (x - gap - w, y - h / 2), (x - w / 2, y - gap - h), (x - w / 2, y + gap),
+             (x + gap, y - gap - h), (x + gap, y + gap), (x - gap - w, y - gap - h), (x - gap - w, y + gap)]
+    boxes = [(bx, by, bx + w, by + h) for bx, by in spots]
+    inside = [b for b in boxes if b[0] >= area[0] + 2 and b[2] <= area[2] - 2 and b[1] >= area[1] + 2
+              and b[3] <= area[3] - 2]
+    for b in inside:
+        if not any(_overlaps(b, t) for t in taken):
+            return b
+    return inside[0] if inside else boxes[0]
 
 
 def scatter_panels(panels: list[Panel], path, title: str = "", panel_size: tuple[int, int] = (620, 520),

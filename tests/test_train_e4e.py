@@ -133,11 +133,14 @@ def _ddp_worker(rank, world, port, cfg_dict, out):
 @pytest.mark.slow
 def test_two_process_gloo_ddp(tiny_world, tmp_path):
     import torch.multiprocessing as mp
+    # validation on rank 0 alone, mid-run and at the end: it must not wait for the other rank
     cfg = config(tiny_world, tmp_path, max_steps=6, progressive_start=2, progressive_step_every=2,
-                 w_discriminator_lambda=0.1, device="cpu")
+                 w_discriminator_lambda=0.1, device="cpu", test_data=str(tiny_world / "data"), val_interval=3)
     mp.spawn(_ddp_worker, args=(2, _free_port(), cfg.__dict__, str(tmp_path)), nprocs=2, join=True)
     rows = [json.loads(line) for line in open(tmp_path / "log.jsonl") if '"val"' not in line]
     assert [r["step"] for r in rows] == list(range(1, 7))
+    vals = [json.loads(line) for line in open(tmp_path / "log.jsonl") if '"val"' in line]
+    assert [v["step"] for v in vals] == [3, 6] and all(v["val"]["loss"] > 0 for v in vals)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for k in r0:  # DDP kept the replicas in lock-step
         assert torch.equal(r0[k], r1[k]), k

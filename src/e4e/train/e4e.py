@@ -307,12 +307,15 @@ class E4ETrainer:
         self.plan = BatchPlan(len(self.train_set), cfg.batch_size, cfg.seed)
 
     # -- losses ----------------------------------------------------------------------------------
-    def forward(self, x, stage, randomize_noise: bool = True):
+    def forward(self, x, stage, randomize_noise: bool = True, ddp: bool = True):
+        """ddp=False bypasses the DDP wrappers: rank 0 alone validates, and a wrapped forward would wait
+        for the other ranks in its buffer broadcast."""
         self.inverter.encoder.set_stage(stage) if hasattr(self.inverter.encoder, "set_stage") else None
-        codes = self.enc(self.inverter.resize_input(x))
+        enc, dec = (self.enc, self.dec) if ddp else (self.inverter.encoder, self.inverter.decoder)
+        codes = enc(self.inverter.resize_input(x))
         if self.inverter.latent_avg is not None:
             codes = codes + self.inverter.latent_avg.unsqueeze(0)
-        y_hat, _ = self.dec(codes, input_is_latent=True, randomize_noise=randomize_noise)
+        y_hat, _ = dec(codes, input_is_latent=True, randomize_noise=randomize_noise)
         if self.inverter.output_size and y_hat.shape[-1] != self.inverter.output_size:
             y_hat = F.adaptive_avg_pool2d(y_hat, (self.inverter.output_size,) * 2)
         crop = self.cfg.preset()["crop"]
@@ -453,7 +456,7 @@ class E4ETrainer:
         for b in range(min(self.cfg.val_batches, math.ceil(len(self.test_set) / bs))):
             idx = range(b * bs, min((b + 1) * bs, len(self.test_set)))
             x = torch.stack([self.test_set[i] for i in idx]).to(self.dev)
-            y_hat, codes = self.forward(x, stage, randomize_noise=False)
+            y_hat, codes = self.forward(x, stage, randomize_noise=False, ddp=False)
             _, logs = self.encoder_loss(x, x, y_hat, codes, stage)
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
@@ -469,6 +472,25 @@ class E4ETrainer:
         save_grid(pairs.clamp(-1, 1), self.exp / "images" / name, nrow=2)
 
     # -- main loop -------------------------------------------------------------------------------
+    def _time_is_up(self, step: int, deadline: float) -> bool:
+        if deadline == float("inf"):
+            return False
+        if self.info.world == 1:
+            return time.time() > deadline
+        # Ranks must agree on the step they stop at; the agreement costs a GPU sync, so ask every 10 steps.
+        if step % 10:
+            return False
+        stop = torch.tensor(float(time.time() > deadline), device=self.dev)
+        return float(D.all_reduce_mean(stop, self.info)) > 0
+
+    def _mean_over_ranks(self, logs: dict) -> dict:
+        """Logged scalars are means over the global batch, not rank 0's share of it."""
+        if self.info.world == 1 or not logs:
+            return logs
+        keys = sorted(logs)
+        vals = torch.stack([torch.as_tensor(logs[k], dtype=torch.float32, device=self.dev).reshape(()) for k in keys])
+        return dict(zip(keys, D.all_reduce_mean(vals, self.info)))
+
     def train(self) -> Path:
         cfg, info = self.cfg, self.info
         if info.main:
@@ -486,8 +508,7 @@ class E4ETrainer:
         t0, s0 = time.time(), self.step
         data = _prefetcher(self.train_set, self.plan, self.step, cfg.max_steps, info.rank, info.world, cfg.workers)
         for step, x in data:
-            stop = torch.tensor(float(time.time() > deadline), device=self.dev)
-            if float(D.all_reduce_mean(stop, info)) > 0:
+            if self._time_is_up(step, deadline):
                 self.log(f"time limit of {cfg.time_limit_min} min reached at step {step}") if info.main else None
                 break
             x = x.to(self.dev, non_blocking=True)
@@ -502,12 +523,15 @@ class E4ETrainer:
             logs.update(enc_logs)
             self.step = step + 1
             bar.update(1)
-            if info.main and (self.step % cfg.board_interval == 0 or self.step == cfg.max_steps):
+            if self.step % cfg.board_interval == 0 or self.step == cfg.max_steps:
                 from e4e.metrics import delta_norms as offset_stats
+                logs["offset_norm_mean"] = offset_stats(codes.detach().float())["mean"]
+                logs = self._mean_over_ranks(logs)  # every rank takes part; rank 0 writes
+            if info.main and (self.step % cfg.board_interval == 0 or self.step == cfg.max_steps):
+                elapsed = time.time() - t0
                 row = {k: round(float(v), 6) for k, v in logs.items()}
-                row["offset_norm_mean"] = round(offset_stats(codes.detach().float())["mean"], 6)
                 row.update(step=self.step, stage=self.n_styles - 1 if stage == "inference" else stage,
-                           steps_per_s=round((self.step - s0) / max(time.time() - t0, 1e-9), 3))
+                           steps_per_s=round((self.step - s0) / max(elapsed, 1e-9), 3), time_s=round(elapsed, 3))
                 logf.write(json.dumps(row) + "\n")
                 logf.flush()
                 if writer:

@@ -81,7 +81,21 @@ def set_precision(precision):
     torch.backends.cudnn.allow_tf32 = tf32
 
 
-def run_case(inv, task, x, codes, dev, precision, compiled):
+def profile(fn, dev, label, top=18):
+    """Top kernels by device time over 3 calls: where the time goes, for the next optimisation."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch_profile(activities=acts) as prof:
+        for _ in range(3):
+            fn()
+        sync(dev)
+    sort = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+    print(f"profile {label} (3 calls):")
+    print(prof.key_averages().table(sort_by=sort, row_limit=top, max_name_column_width=70), flush=True)
+
+
+def run_case(inv, task, x, codes, dev, precision, compiled, compile_mode="default"):
     def fwd():
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             if task == "encode":
@@ -89,7 +103,7 @@ def run_case(inv, task, x, codes, dev, precision, compiled):
             if task == "generate":
                 return inv.decode(codes, resize=False)
             return inv(x, resize=False)[0]
-    return torch.compile(fwd, mode="default") if compiled else fwd
+    return torch.compile(fwd, mode=compile_mode) if compiled else fwd
 
 
 def train_steps_per_s(cfg_name, dev, batch=8, steps=6):
@@ -120,6 +134,11 @@ def main():
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "tf32", "bf16"])
     ap.add_argument("--compile", nargs="*", default=[], help="config:task:precision:batch entries to also compile")
+    ap.add_argument("--compile-mode", default="default", help="torch.compile mode (default, max-autotune, ...)")
+    ap.add_argument("--channels-last", nargs="*", default=[],
+                    help="config:task:precision:batch entries to also run with an NHWC generator")
+    ap.add_argument("--profile", nargs="*", default=[],
+                    help="config:task:precision:batch[:mode] entries to profile: prints the top CUDA kernels")
     ap.add_argument("--train", action="store_true", help="also time training steps at batch 8 (ffhq config)")
     ap.add_argument("--json", help="write all rows here")
     ap.add_argument("--threads", type=int, default=0)
@@ -150,23 +169,34 @@ def main():
                 for precision in args.precisions:
                     if precision not in peaks:
                         continue
-                    for compiled in (False, True):
+                    for mode in ("eager", "eager-nhwc", "compile"):
                         key = f"{cname}:{task}:{precision}:{batch}"
-                        if compiled and key not in args.compile:
+                        compiled = mode == "compile"
+                        if (compiled and key not in args.compile) or \
+                                (mode == "eager-nhwc" and key not in args.channels_last):
                             continue
                         if time.perf_counter() - t_start > args.budget_s:
                             continue
                         grouped = dev.type == "cpu" or batch == 1
                         inv.decoder.use_grouped_conv(grouped)
+                        inv.decoder.use_channels_last(mode == "eager-nhwc")
                         set_precision(precision)
-                        fn = run_case(inv, task, x, codes, dev, precision, compiled)
+                        if compiled:
+                            torch._dynamo.reset()
+                        fn = run_case(inv, task, x, codes, dev, precision, compiled, args.compile_mode)
                         if dev.type == "cuda":
                             torch.cuda.reset_peak_memory_stats(dev)
                         try:
-                            t = time_fn(fn, dev, warmup=3 if compiled else 2)
+                            t0 = time.perf_counter()
+                            fn()
+                            sync(dev)
+                            first = time.perf_counter() - t0
+                            t = time_fn(fn, dev, warmup=2)
                         except torch.OutOfMemoryError:
                             print(f"OOM: {key}")
                             continue
+                        if key in args.profile or f"{key}:{mode}" in args.profile:
+                            profile(fn, dev, f"{key}:{mode}")
                         out = fn().float()
                         if ref is None:
                             set_precision("fp32")
@@ -175,8 +205,9 @@ def main():
                         err = float((out - ref).abs().max() / ref.abs().max())
                         mem = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == "cuda" else float("nan")
                         tflops = flops * batch / t / 1e12
+                        inv.decoder.use_channels_last(False)
                         rows.append(dict(config=cname, task=task, batch=batch, precision=precision,
-                                         mode="compile" if compiled else "eager",
+                                         mode=mode, first_call_s=first,
                                          modconv="grouped" if grouped else "shared", img_s=batch / t,
                                          ms_img=1000 * t / batch, peak_gib=mem, gflop_img=flops / 1e9,
                                          tflop_s=tflops, floor_ratio=tflops * 1e12 / peaks[precision], max_rel_err=err))
@@ -187,16 +218,16 @@ def main():
                          mode="eager", steps_s=sps))
     print()
     print("| config | task | batch | precision | mode | modconv | images/s | ms/image | peak GiB | GFLOP/image "
-          "| TFLOP/s | of matmul peak | max rel err vs fp32 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| TFLOP/s | of matmul peak | max rel err vs fp32 | first call s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "steps_s" in r:
             print(f"| {r['config']} | train step (L2, frozen G) | {r['batch']} | {r['precision']} | eager | | "
-                  f"{r['steps_s']:.2f} steps/s | | | | | | |")
+                  f"{r['steps_s']:.2f} steps/s | | | | | | | |")
             continue
         print(f"| {r['config']} | {r['task']} | {r['batch']} | {r['precision']} | {r['mode']} | {r['modconv']} | "
               f"{r['img_s']:.1f} | {r['ms_img']:.2f} | {r['peak_gib']:.2f} | {r['gflop_img']:.1f} | "
-              f"{r['tflop_s']:.2f} | {100 * r['floor_ratio']:.1f}% | {r['max_rel_err']:.1e} |")
+              f"{r['tflop_s']:.2f} | {100 * r['floor_ratio']:.1f}% | {r['max_rel_err']:.1e} | {r['first_call_s']:.1f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__,
                                                "peaks": peaks, "rows": rows}, indent=1))

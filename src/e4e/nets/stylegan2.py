@@ -189,6 +189,13 @@ class Generator(nn.Module):
                 m.grouped = flag
         return self
 
+    def use_channels_last(self, flag: bool) -> "Generator":
+        """Run the synthesis network in NHWC. The modulated weights are 5-D, so the usual
+        `.to(memory_format=...)` on the module does nothing; the layout is set on the activations instead
+        and every op after the constant input keeps it (cuDNN's tensor-core kernels want NHWC)."""
+        self.channels_last = flag
+        return self
+
     # -- latent spaces ---------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """Z (B, style_dim) -> W (B, style_dim)."""
@@ -219,6 +226,8 @@ class Generator(nn.Module):
         if noise is None:
             noise = [None] * self.num_layers if randomize_noise else self.get_noise()
         out = self.input(latent.shape[0])
+        if getattr(self, "channels_last", False):
+            out = out.contiguous(memory_format=torch.channels_last)
         out = self.conv1(out, latent[:, 0], noise=noise[0])
         skip = self.to_rgb1(out, latent[:, 1])
         i = 1

@@ -27,6 +27,27 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         x = x.reshape(n, c, h * up, w * up)
     x = F.pad(x, (max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)))
     x = x[:, :, max(-p0, 0): x.shape[2] - max(-p1, 0), max(-p0, 0): x.shape[3] - max(-p1, 0)]
-    weight = torch.flip(kernel, [0, 1]).to(x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
-    x = F.conv2d(x, weight, groups=c)
+    if torch.compiler.is_compiling():
+        x = fir_taps(x, kernel)
+    else:
+        weight = torch.flip(kernel, [0, 1]).to(x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
+        x = F.conv2d(x, weight, groups=c)
     return x[:, :, ::down, ::down]
+
+
+def fir_taps(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The same valid FIR filtering as a sum of shifted slices.
+
+    Eagerly this is kh*kw passes over memory, slower than the depthwise conv; under torch.compile it is
+    one pointwise kernel that inductor fuses with the zero-insertion, padding, noise, bias and activation
+    around it, while a depthwise conv would stay a separate cuDNN call with its own pass over memory.
+    """
+    kh, kw = kernel.shape
+    h, w = x.shape[2] - kh + 1, x.shape[3] - kw + 1
+    k = torch.flip(kernel, [0, 1]).to(x.dtype)
+    out = None
+    for a in range(kh):
+        for b in range(kw):
+            term = x[:, :, a:a + h, b:b + w] * k[a, b]
+            out = term if out is None else out + term
+    return out

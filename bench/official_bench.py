@@ -118,8 +118,8 @@ def main():
         x = torch.rand(batch, 3, 256, 256, device=dev) * 2 - 1
         ref = official_fn(x, False)().float()  # strict fp32 official output: the reference
         flops = count_flops(official_fn(x, False)) / batch
-        cases = [("official", "fp32 (PyTorch defaults: TF32 convs)", "tf32", official_fn(x, True)),
-                 ("official", "fp32 strict", "fp32", official_fn(x, False)),
+        cases = [("official", "fp32 strict", "fp32", official_fn(x, False)),
+                 ("official", "fp32 (PyTorch defaults: TF32 convs)", "tf32", official_fn(x, True)),
                  ("ours", "fp32 strict", "fp32", ours_fn(x, "fp32")),
                  ("ours", "tf32", "tf32", ours_fn(x, "tf32")),
                  ("ours", "bf16 autocast", "bf16", ours_fn(x, "bf16"))]
@@ -132,8 +132,9 @@ def main():
                 out = fn().float()
                 first = time.perf_counter() - t0
                 t = time_fn(fn, dev, warmup=2, reps=5)
-            except torch.OutOfMemoryError:
-                print(f"OOM: {impl} {mode} batch {batch}", flush=True)
+            except RuntimeError as e:  # OOM, or cuDNN finding no engine for a layer in this mode
+                print(f"failed: {impl} {mode} batch {batch}: {str(e).splitlines()[0][:200]}", flush=True)
+                rows.append(dict(impl=impl, mode=mode, batch=batch, failed=str(e).splitlines()[0][:120]))
                 torch.cuda.empty_cache()
                 continue
             err = float((out - ref).abs().max() / ref.abs().max())
@@ -146,11 +147,18 @@ def main():
         del ref
         torch.cuda.empty_cache()
     print()
-    print("| implementation | precision | batch | images/s | ms/image | × official | peak GiB | TFLOP/s "
+    print("| implementation | precision | batch | images/s | ms/image | × best official | peak GiB | TFLOP/s "
           "| of matmul peak | max rel err vs official fp32 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        base = next(b for b in rows if b["batch"] == r["batch"] and b["impl"] == "official")
+        if "failed" in r:
+            print(f"| {r['impl']} | {r['mode']} | {r['batch']} | failed: {r['failed']} | | | | | | |")
+            continue
+        # against the faster official mode at this batch
+        base = max((b for b in rows if b["batch"] == r["batch"] and b["impl"] == "official" and "failed" not in b),
+                   key=lambda b: b["img_s"], default=None)
+        if base is None:
+            continue
         print(f"| {r['impl']} | {r['mode']} | {r['batch']} | {r['img_s']:.1f} | {r['ms_img']:.2f} | "
               f"{r['img_s'] / base['img_s']:.2f} | {r['peak_gib']:.1f} | {r['tflop_s']:.1f} | "
               f"{100 * r['floor']:.1f}% | {r['err']:.1e} |")

@@ -107,7 +107,8 @@ class NoiseInjection(nn.Module):
         if noise is None:
             b, _, h, w = x.shape
             noise = x.new_empty(b, 1, h, w).normal_()
-        return x + self.weight * noise
+        # in x's dtype: an fp32 noise buffer would otherwise promote every later bf16 activation to fp32
+        return x + (self.weight * noise).to(x.dtype)
 
 
 class ConstantInput(nn.Module):

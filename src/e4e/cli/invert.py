@@ -99,6 +99,13 @@ def invert_batch(inv, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return inv.decode(codes, resize=False), codes
 
 
+def batch_inverter(inv, precision: str, compile: bool):
+    if precision == "fp32" and not compile:
+        return lambda x: invert_batch(inv, x)
+    from e4e.fast import prepare
+    return prepare(inv, precision, compile)
+
+
 def recon_path(out: Path, name: str) -> Path:
     return out / "recon" / f"{name}.png"
 
@@ -192,13 +199,14 @@ def run(args) -> int:
           f"({inv.decoder.size}px generator, {meta['checkpoint'].get('file')}, {dev})")
 
     perceptual = refine_loss(args) if args.refine != "none" else None
+    forward = batch_inverter(inv, args.precision, args.compile)
 
     def flush(batch):
         nonlocal next_part
         if not batch:
             return
         x = torch.stack([b[2] for b in batch]).to(dev)
-        images, codes = invert_batch(inv, x)
+        images, codes = forward(x)
         if args.refine != "none":
             images, codes = refine_batch(inv, x, codes, args, perceptual, refine_reports)
         for (_, name, *_), im in zip(batch, to_pil(resize_images(images.float(), args.size).cpu())):
@@ -302,6 +310,12 @@ def register(sub):
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="image-decoding threads, working ahead of the model (default min(4, CPUs))")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
+                   help="fp32: reference numbers (default); tf32 / bf16: faster on GPU, images within about "
+                        "2e-3 / 3e-2 of fp32 (docs/benchmarks.md)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the encoder and generator: faster after the first batch, which "
+                        "compiles (about a minute for a 1024px model)")
     p.add_argument("--fit", default="crop", choices=("crop", "pad", "stretch"),
                    help="non-square inputs: centre-crop, pad or stretch to the encoder's square (default crop)")
     p.add_argument("--size", type=int, metavar="PX", help="reconstruction image size (default: the generator's)")

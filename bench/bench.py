@@ -133,8 +133,9 @@ def main():
     ap.add_argument("--tasks", nargs="+", default=["encode", "generate", "both"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "tf32", "bf16"])
-    ap.add_argument("--compile", nargs="*", default=[], help="config:task:precision:batch entries to also compile")
-    ap.add_argument("--compile-mode", default="default", help="torch.compile mode (default, max-autotune, ...)")
+    ap.add_argument("--compile", nargs="*", default=[],
+                    help="config:task:precision:batch[@mode] entries to also run under torch.compile")
+    ap.add_argument("--compile-mode", default="default", help="torch.compile mode for entries without @mode")
     ap.add_argument("--channels-last", nargs="*", default=[],
                     help="config:task:precision:batch entries to also run with an NHWC generator")
     ap.add_argument("--profile", nargs="*", default=[],
@@ -169,12 +170,14 @@ def main():
                 for precision in args.precisions:
                     if precision not in peaks:
                         continue
-                    for mode in ("eager", "eager-nhwc", "compile"):
-                        key = f"{cname}:{task}:{precision}:{batch}"
-                        compiled = mode == "compile"
-                        if (compiled and key not in args.compile) or \
-                                (mode == "eager-nhwc" and key not in args.channels_last):
-                            continue
+                    key = f"{cname}:{task}:{precision}:{batch}"
+                    # "KEY@MODE" compiles KEY with that torch.compile mode, e.g. @reduce-overhead (CUDA graphs)
+                    compile_modes = [e.partition("@")[2] or args.compile_mode for e in args.compile
+                                     if e.partition("@")[0] == key]
+                    modes = ["eager"] + (["eager-nhwc"] if key in args.channels_last else []) + \
+                        [f"compile:{m}" for m in compile_modes]
+                    for mode in modes:
+                        compiled = mode.startswith("compile")
                         if time.perf_counter() - t_start > args.budget_s:
                             continue
                         grouped = dev.type == "cpu" or batch == 1
@@ -183,7 +186,7 @@ def main():
                         set_precision(precision)
                         if compiled:
                             torch._dynamo.reset()
-                        fn = run_case(inv, task, x, codes, dev, precision, compiled, args.compile_mode)
+                        fn = run_case(inv, task, x, codes, dev, precision, compiled, mode.partition(":")[2])
                         if dev.type == "cuda":
                             torch.cuda.reset_peak_memory_stats(dev)
                         try:
@@ -212,6 +215,9 @@ def main():
                                          ms_img=1000 * t / batch, peak_gib=mem, gflop_img=flops / 1e9,
                                          tflop_s=tflops, floor_ratio=tflops * 1e12 / peaks[precision], max_rel_err=err))
                         print(json.dumps(rows[-1]), flush=True)
+                        if args.json:  # kept up to date: a run cut short still leaves its rows
+                            Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__,
+                                                                   "peaks": peaks, "rows": rows}, indent=1))
     if args.train and time.perf_counter() - t_start < args.budget_s:
         sps = train_steps_per_s("ffhq", dev)
         rows.append(dict(config="ffhq", task="train step", batch=8, precision="bf16" if dev.type == "cuda" else "fp32",

@@ -9,7 +9,7 @@ from tiny_inverters import make_images, save_tiny, tiny_inverter
 
 
 def reference(inv, x):
-    with torch.no_grad():
+    with torch.no_grad(), precision_scope("fp32", x.device):  # strict fp32: no TF32 convs on GPU
         codes = inv.encode(x)
         return inv.decode(codes, resize=False), codes
 
@@ -65,3 +65,17 @@ def test_cli_invert_bf16(tmp_path, capsys):
     a, b = outs["fp32"], outs["bf16"]
     assert a.names == b.names and len(a.names) == 5
     assert 0 < (a.codes - b.codes).abs().max() / a.codes.abs().max() < 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_cuda_graphs_outputs_survive_the_next_call():
+    torch._dynamo.reset()
+    inv = tiny_inverter().cuda()
+    fn = prepare(inv, "fp32", compile=True)
+    xs = [torch.rand(2, 3, 32, 32, device="cuda") * 2 - 1 for _ in range(3)]
+    outs = [fn(x) for x in xs]  # the third call replays the recorded graph
+    for x, (img, codes) in zip(xs, outs):
+        ref_img, ref_codes = reference(inv, x)
+        assert (img - ref_img).abs().max() / ref_img.abs().max() < 1e-3
+        assert (codes - ref_codes).abs().max() / ref_codes.abs().max() < 1e-3

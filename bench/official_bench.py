@@ -118,6 +118,10 @@ def main():
                 return ours(x, resize=False)[0]
         if not compiled:
             return fn
+        # a fresh dynamo cache per batch size: a second shape of the same code would otherwise be compiled
+        # with a dynamic batch dimension (slower kernels), which is not what a fixed-batch user gets
+        torch._dynamo.reset()
+        set_precision(precision)
         step = torch.compile(fn, mode=args.compile_mode)
 
         def run():  # as e4e.fast does: the output leaves the CUDA graph's pool before the next replay

@@ -143,10 +143,13 @@ def main():
     ap.add_argument("--train", action="store_true", help="also time training steps at batch 8 (ffhq config)")
     ap.add_argument("--json", help="write all rows here")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="let cuDNN time its convolution algorithms for each shape (fixed shapes only)")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip the remaining cases after this many seconds")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     dev = torch.device(args.device)
     torch.manual_seed(0)
     peaks = {p: matmul_peak(dev, p) for p in args.precisions if not (dev.type == "cpu" and p == "tf32")}

@@ -132,3 +132,14 @@ def test_state_dict_keys_are_rosinalitys():
               "conv1.noise.weight", "conv1.activate.bias", "to_rgb1.conv.weight", "to_rgb1.bias",
               "convs.0.conv.blur.kernel", "to_rgbs.0.upsample.kernel", "noises.noise_0", "noises.noise_4"]:
         assert k in keys, k
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_channels_last_synthesis_is_the_same_function(grouped):
+    torch.manual_seed(0)
+    g = Generator(GeneratorConfig(size=32, style_dim=16, n_mlp=1, channel_max=8)).eval().double()
+    w = torch.randn(3, g.n_latent, 16, dtype=torch.float64)
+    with torch.no_grad():
+        ref = g.use_grouped_conv(True).use_channels_last(False).synthesis(w)
+        out = g.use_grouped_conv(grouped).use_channels_last(True).synthesis(w)
+    assert (out - ref).abs().max() < 1e-9 * ref.abs().max()  # float64: rounding only

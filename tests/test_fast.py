@@ -53,6 +53,19 @@ def test_compiled_matches_reference():
     assert (codes - ref_codes).abs().max() / ref_codes.abs().max() < 1e-4
 
 
+@pytest.mark.slow
+def test_compiled_pads_the_last_batch_instead_of_recompiling():
+    torch._dynamo.reset()
+    inv = tiny_inverter()
+    fn = prepare(inv, "fp32", compile=True, batch_size=4)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    full_img, full_codes = fn(x)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a second shape would recompile
+        img, codes = fn(x[:3])
+    assert img.shape[0] == 3 and codes.shape[0] == 3
+    assert (img - full_img[:3]).abs().max() < 1e-5 and (codes - full_codes[:3]).abs().max() < 1e-5
+
+
 def test_cli_invert_bf16(tmp_path, capsys):
     make_images(tmp_path / "imgs", n_good=2)
     ckpt = save_tiny(tmp_path / "tiny.safetensors")

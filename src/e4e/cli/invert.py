@@ -99,11 +99,11 @@ def invert_batch(inv, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return inv.decode(codes, resize=False), codes
 
 
-def batch_inverter(inv, precision: str, compile: bool):
+def batch_inverter(inv, precision: str, compile: bool, batch_size: int):
     if precision == "fp32" and not compile:
         return lambda x: invert_batch(inv, x)
     from e4e.fast import prepare
-    return prepare(inv, precision, compile)
+    return prepare(inv, precision, compile, batch_size=batch_size)
 
 
 def recon_path(out: Path, name: str) -> Path:
@@ -199,7 +199,7 @@ def run(args) -> int:
           f"({inv.decoder.size}px generator, {meta['checkpoint'].get('file')}, {dev})")
 
     perceptual = refine_loss(args) if args.refine != "none" else None
-    forward = batch_inverter(inv, args.precision, args.compile)
+    forward = batch_inverter(inv, args.precision, args.compile, args.batch_size)
 
     def flush(batch):
         nonlocal next_part

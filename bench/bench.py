@@ -11,7 +11,6 @@ Weights are random: speed does not depend on their values (timed on random data,
 """
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -211,7 +210,6 @@ def main():
                         err = float((out - ref).abs().max() / ref.abs().max())
                         mem = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == "cuda" else float("nan")
                         tflops = flops * batch / t / 1e12
-                        inv.decoder.use_channels_last(False)
                         rows.append(dict(config=cname, task=task, batch=batch, precision=precision,
                                          mode=mode, first_call_s=first,
                                          modconv="grouped" if grouped else "shared", img_s=batch / t,

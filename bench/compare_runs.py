@@ -46,7 +46,6 @@ def main(argv=None):
         if s % a.every == 0 or s == steps[-1]:
             cells = [f"{d[s][k]:.4f}" for k in keys[:2] for d in (ref, run, noise)]
             print(f"| {s} | {ref[s]['stage']} | " + " | ".join(cells) + " |")
-    late = [s for s in steps if s >= a.skip]
     print()
     print("| quantity | mean abs(run − ref) / ref | mean abs(noise − ref) / ref | ratio |")
     print("|---|---|---|---|")

@@ -26,7 +26,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from bench import count_flops, matmul_peak, set_precision, time_fn  # noqa: E402
+from bench import count_flops, matmul_peak, time_fn  # noqa: E402
+from e4e.fast import prepare  # noqa: E402
 
 
 def import_official(root: Path):
@@ -96,7 +97,6 @@ def main():
             m.running_var.uniform_(0.5, 1.5)
     ours = ours_from(official).to(dev).eval()
     official = official.to(dev)
-    ours.encoder.to(memory_format=torch.channels_last)
     peaks = {p: matmul_peak(dev, p) for p in ("fp32", "tf32", "bf16")}
     print(f"device: {torch.cuda.get_device_name(dev)}; torch {torch.__version__}; matmul peak "
           + ", ".join(f"{p} {v / 1e12:.0f}" for p, v in peaks.items()) + " TFLOP/s", flush=True)
@@ -110,24 +110,13 @@ def main():
         return fn
 
     def ours_fn(x, precision, compiled=False):
-        ours.decoder.use_grouped_conv(False)
-
-        def fn():
-            set_precision(precision)
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                return ours(x, resize=False)[0]
-        if not compiled:
-            return fn
-        # a fresh dynamo cache per batch size: a second shape of the same code would otherwise be compiled
-        # with a dynamic batch dimension (slower kernels), which is not what a fixed-batch user gets
-        torch._dynamo.reset()
-        set_precision(precision)
-        step = torch.compile(fn, mode=args.compile_mode)
-
-        def run():  # as e4e.fast does: the output leaves the CUDA graph's pool before the next replay
-            torch.compiler.cudagraph_mark_step_begin()
-            return step().clone()
-        return run
+        """The user's fast path, e4e.fast.prepare (shared modconv, NHWC encoder, precision, compile)."""
+        if compiled:
+            # a fresh dynamo cache per batch size: a second shape of the same code would otherwise be
+            # compiled with a dynamic batch dimension (slower kernels), not what a fixed-batch user gets
+            torch._dynamo.reset()
+        run = prepare(ours, precision, compile=compiled, compile_mode=args.compile_mode)
+        return lambda: run(x)[0]
 
     rows = []
     for batch in args.batches:

@@ -29,13 +29,15 @@ def precision_scope(precision: str, device: torch.device):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def prepare(inv, precision: str = "fp32", compile: bool = False, batch_size: int | None = None):
+def prepare(inv, precision: str = "fp32", compile: bool = False, batch_size: int | None = None,
+            compile_mode: str | None = None):
     """-> fn(x) -> (images at the generator's resolution, W+ codes) under no_grad.
 
     On GPU the generator uses the shared-weight modulated conv (one weight for the whole batch) and the
     encoder runs NHWC; on CPU the reference forms stay (they are faster there). With compile and a
     batch_size, smaller batches (the last one of a folder) are padded to batch_size so that they reuse
-    the compiled graph instead of compiling another (a minute at the FFHQ config).
+    the compiled graph instead of compiling another (a minute at the FFHQ config). compile_mode: a
+    torch.compile mode; by default CUDA graphs on GPU ("reduce-overhead"), "default" on CPU.
     """
     dev = next(inv.parameters()).device
     if precision not in PRECISIONS:
@@ -49,7 +51,7 @@ def prepare(inv, precision: str = "fp32", compile: bool = False, batch_size: int
         return inv.decode(codes, resize=False), codes
 
     # CUDA graphs (reduce-overhead) took batch 8 at the FFHQ config from 325 to 403 images/s on an H100
-    mode = "reduce-overhead" if dev.type == "cuda" else "default"
+    mode = compile_mode or ("reduce-overhead" if dev.type == "cuda" else "default")
     step = torch.compile(forward, mode=mode) if compile else forward
 
     @torch.no_grad()

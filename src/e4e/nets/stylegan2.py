@@ -181,6 +181,7 @@ class Generator(nn.Module):
             self.convs.append(StyledConv(out_ch, out_ch, 3, cfg.style_dim, blur_kernel=blur))
             self.to_rgbs.append(ToRGB(out_ch, cfg.style_dim))
             in_ch = out_ch
+        self.channels_last = False
 
     def use_grouped_conv(self, flag: bool) -> "Generator":
         """Grouped (one weight per sample: the reference) or shared-weight modulated convs (faster on GPU
@@ -227,7 +228,7 @@ class Generator(nn.Module):
         if noise is None:
             noise = [None] * self.num_layers if randomize_noise else self.get_noise()
         out = self.input(latent.shape[0])
-        if getattr(self, "channels_last", False):
+        if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         out = self.conv1(out, latent[:, 0], noise=noise[0])
         skip = self.to_rgb1(out, latent[:, 1])

@@ -1,12 +1,16 @@
-"""StyleGAN2 trainer: a CPU run writes a loadable rosinality checkpoint, resumes, and its pieces behave."""
+"""StyleGAN2 trainer: a CPU run writes a loadable rosinality checkpoint, resumes bit-identically, refuses
+what it cannot do in one line, and its fast implementation computes what the reference computes."""
 import json
 
+import pytest
 import torch
 
 from e4e.checkpoints import load_generator
+from e4e.errors import E4EError
 from e4e.imageio import to_pil
 from e4e.train.augment import diff_augment
-from e4e.train.stylegan import GANTrainConfig, path_length_penalty, train_gan
+from e4e.train.data import BatchPlan, DeviceImages, prefetch_batches
+from e4e.train.stylegan import GANTrainConfig, GANTrainer, train_gan
 
 
 def make_data(folder, n=8, size=16):
@@ -19,9 +23,21 @@ def make_data(folder, n=8, size=16):
 def cfg(tmp_path, **kw):
     base = dict(data=str(tmp_path / "data"), out=str(tmp_path / "run"), size=16, style_dim=16, n_mlp=2,
                 channel_max=8, batch=4, workers=0, log_every=1, sample_every=1000, save_every=2, device="cpu",
-                d_reg_every=2, g_reg_every=2)
+                d_reg_every=2, g_reg_every=2, impl="reference")
     base.update(kw)
     return GANTrainConfig(**base)
+
+
+def all_tensors(path):
+    ck = torch.load(path, weights_only=True)
+    out = {}
+    for name in ("g", "d", "g_ema"):
+        out.update({f"{name}.{k}": v for k, v in ck[name].items()})
+    for name in ("g_optim", "d_optim"):
+        for i, st in ck[name]["state"].items():
+            out.update({f"{name}.{i}.{k}": v for k, v in st.items() if torch.is_tensor(v)})
+    out["mean_path_length"] = ck["mean_path_length"]
+    return out
 
 
 def test_train_resume_and_load(tmp_path):
@@ -29,13 +45,124 @@ def test_train_resume_and_load(tmp_path):
     final = train_gan(cfg(tmp_path, steps=4))
     g, avg = load_generator(final)
     assert g.size == 16 and g.style_dim == 16 and avg.shape == (1, 16)
-    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert ck["step"] == 4
-    train_gan(cfg(tmp_path, steps=6))  # same out folder: resumes at step 4
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 4
+    train_gan(cfg(tmp_path, steps=6, resume=True))
     rows = [json.loads(x) for x in open(tmp_path / "run" / "log.jsonl")]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert all("r1" in r for r in rows if (r["step"] - 1) % 2 == 0)
+    assert all(("r1" in r) == ((r["step"] - 1) % 2 == 0) for r in rows)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 6
+
+
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+def test_resume_is_bit_identical(tmp_path, impl):
+    """6 steps straight == 3 steps, a kill, and a resume for 3 more: every weight and optimiser moment."""
+    make_data(tmp_path / "data")
+    train_gan(cfg(tmp_path, out=str(tmp_path / "straight"), steps=6, save_every=100, impl=impl))
+    train_gan(cfg(tmp_path, out=str(tmp_path / "split"), steps=3, save_every=100, impl=impl))
+    # a kill after logging step 4 but before its checkpoint: the resumed run must not repeat the row
+    with open(tmp_path / "split" / "log.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "d_loss": 0.0}) + "\n")
+    train_gan(cfg(tmp_path, out=str(tmp_path / "split"), steps=6, save_every=100, impl=impl, resume=True))
+    a, b = all_tensors(tmp_path / "straight" / "checkpoint.pt"), all_tensors(tmp_path / "split" / "checkpoint.pt")
+    assert a.keys() == b.keys() and len(a) > 40
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert differ == []
+    rows = [json.loads(x)["step"] for x in open(tmp_path / "split" / "log.jsonl")]
+    assert rows == [1, 2, 3, 4, 5, 6]
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    make_data(tmp_path / "data")
+    train_gan(cfg(tmp_path, steps=2))
+    with pytest.raises(E4EError, match="already holds a run.*--resume"):
+        train_gan(cfg(tmp_path, steps=4))
+    with pytest.raises(E4EError, match="nothing to resume"):
+        train_gan(cfg(tmp_path, out=str(tmp_path / "new"), steps=4, resume=True))
+
+
+def test_corrupt_or_foreign_checkpoint_is_one_line(tmp_path):
+    make_data(tmp_path / "data")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(E4EError, match="checkpoint.pt"):
+        train_gan(cfg(tmp_path, steps=4, resume=True))
+    torch.save({"g_ema": {}}, run / "checkpoint.pt")
+    with pytest.raises(E4EError, match="not a train-generator checkpoint"):
+        train_gan(cfg(tmp_path, steps=4, resume=True))
+
+
+def test_fewer_images_than_the_batch_is_an_error_not_a_hang(tmp_path):
+    make_data(tmp_path / "data", n=3)
+    for impl in ("reference", "fast"):
+        with pytest.raises(E4EError, match="3 readable images but a batch of 4"):
+            train_gan(cfg(tmp_path, out=str(tmp_path / impl), steps=2, impl=impl))
+
+
+@pytest.mark.parametrize("kw,msg", [({"batch": 0}, "batch must be >= 1"), ({"save_every": 0}, "save_every"),
+                                    ({"lr": -1.0}, "lr must be > 0"), ({"impl": "cuda"}, "impl must be"),
+                                    ({"augment": "colour"}, "unknown augment")])
+def test_bad_options_are_one_line(tmp_path, kw, msg):
+    with pytest.raises(E4EError, match=msg):
+        cfg(tmp_path, **kw)
+
+
+def test_device_images_equal_the_disk_batches(tmp_path):
+    from e4e.data.folder import ImageFolderDataset
+    make_data(tmp_path / "data", n=10)
+    ds = ImageFolderDataset(tmp_path / "data", 16)
+    plan = BatchPlan(len(ds), 4, seed=3)
+    resident = DeviceImages(ds, "cpu", threads=2)
+    for step, disk in prefetch_batches(ds, plan, 0, 5, workers=2):
+        assert torch.equal(resident.batch(plan, step), disk)
+
+
+def _draw_with_noise(tr, b, size):
+    r = tr.draw(b, size, size)
+    gen = torch.Generator().manual_seed(5)
+    shapes = [n.shape[2:] for n in tr.g.get_noise()]
+    r["noise"] = [torch.randn(b, 1, *s, generator=gen) for s in shapes]
+    pb = r["pl_z"][0].shape[1]
+    r["pl_noise"] = [torch.randn(pb, 1, *s, generator=gen) for s in shapes]
+    r["pl_y"] = torch.randn(pb, 3, size, size, generator=gen)
+    return r
+
+
+@pytest.mark.slow
+def test_fast_step_computes_the_reference_step(tmp_path):
+    """torch.compile'd main steps + shared-weight modconv (fast) vs eager grouped convs (reference), fp32:
+    the same losses and the same parameters after one full step (both lazy regularisers included)."""
+    torch.manual_seed(0)
+    real = torch.rand(4, 3, 16, 16) * 2 - 1
+    runs = {}
+    for impl, comp in (("reference", "off"), ("fast", "on")):
+        tr = GANTrainer(cfg(tmp_path, impl=impl, compile=comp, mixing=1.0))
+        assert tr.compiled == (comp == "on")
+        r = _draw_with_noise(tr, 4, 16)
+        stats = tr.step(real, r)
+        runs[impl] = (stats, {k: v.clone() for k, v in tr.g.state_dict().items()},
+                      {k: v.clone() for k, v in tr.d.state_dict().items()})
+    (sa, ga, da), (sb, gb, db) = runs["reference"], runs["fast"]
+    assert set(sa) == set(sb) >= {"d_loss", "g_loss", "r1", "path"}
+    for k in sa:
+        assert torch.allclose(sa[k], sb[k], rtol=1e-5, atol=1e-6), (k, sa[k], sb[k])
+    for k in ga:
+        assert torch.allclose(ga[k], gb[k], rtol=1e-5, atol=1e-6), k
+    for k in da:
+        assert torch.allclose(da[k], db[k], rtol=1e-5, atol=1e-6), k
+
+
+def test_mixing_cutoff_selects_layers():
+    from e4e.nets.stylegan2 import Generator, GeneratorConfig
+    from e4e.train.stylegan import MixingGenerator
+    g = Generator(GeneratorConfig(size=16, style_dim=8, n_mlp=1, channel_max=8))
+    z = torch.randn(2, 3, 8)
+    _, lat = MixingGenerator(g)(z, torch.tensor(2))
+    w0, w1 = g.mapping(z[0]), g.mapping(z[1])
+    assert torch.allclose(lat[:, :2], w0[:, None].expand(-1, 2, -1))
+    assert torch.allclose(lat[:, 2:], w1[:, None].expand(-1, g.n_latent - 2, -1))
+    _, lat = MixingGenerator(g)(z, torch.tensor(g.n_latent))  # no mixing
+    assert torch.allclose(lat, w0[:, None].expand(-1, g.n_latent, -1))
 
 
 def test_diff_augment_is_differentiable_and_seeded():
@@ -48,10 +175,3 @@ def test_diff_augment_is_differentiable_and_seeded():
     # translation alone moves content but keeps values from the image or the zero padding
     t = diff_augment(x.detach(), "translation", torch.Generator().manual_seed(2))
     assert set(torch.unique(t).tolist()) <= set(torch.unique(x.detach()).tolist()) | {0.0}
-
-
-def test_path_length_penalty_zero_for_isometry_at_its_mean():
-    w = torch.randn(2, 3, 4, requires_grad=True)
-    img = w.reshape(2, 1, 3, 4)  # identity map: Jacobian^T y has the norm of y
-    pen, mean, _ = path_length_penalty(img, w, mean_path_length=torch.tensor(0.0), decay=1.0)
-    assert pen >= 0 and float(mean) > 0

@@ -78,3 +78,24 @@ def atomic_torch_save(obj, path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
+
+
+# rosinality's train.py layout: {g, d, g_ema, g_optim, d_optim, args}; ours adds the step, the path-length
+# mean and every RNG state, so that a resumed run continues bit-identically.
+GAN_STATE_KEYS = ("g", "d", "g_ema", "g_optim", "d_optim", "step", "mean_path_length")
+
+
+def save_gan_state(path, **state) -> None:
+    missing = [k for k in GAN_STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"GAN training state lacks {', '.join(missing)}")
+    atomic_torch_save(state, path)
+
+
+def load_gan_state(path) -> dict:
+    """A train-generator checkpoint.pt -> its dict, with one-line errors for anything else."""
+    ck = torch_load(path)
+    if not isinstance(ck, dict) or any(k not in ck for k in GAN_STATE_KEYS):
+        have = ", ".join(list(ck)[:8]) if isinstance(ck, dict) else type(ck).__name__
+        raise E4EError(f"{path}: not a train-generator checkpoint (needs {', '.join(GAN_STATE_KEYS)}; has {have})")
+    return ck

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from e4e.checkpoints.rosinality import atomic_torch_save
 from e4e.errors import E4EError
 from e4e.train import dist as D
+from e4e.train.data import BatchPlan, prefetch_batches  # noqa: F401 (BatchPlan re-exported)
 
 # Official dataset presets (configs/data_configs.py + transforms_config.py of the official code), plus our
 # emoji domain. size = (H, W) the images are resized to; crop = rows of the 256x256 output compared with
@@ -129,57 +130,6 @@ def progressive_steps(cfg: E4ETrainConfig, n_styles: int) -> list[int] | None:
     if cfg.progressive_start is None:
         return None
     return [0] + [cfg.progressive_start + i * cfg.progressive_step_every for i in range(n_styles - 1)]
-
-
-class BatchPlan:
-    """Deterministic data order: epoch e is randperm(n, seed + e); step s takes the s-th global batch.
-
-    Every process computes the same plan and takes its own slice, so 1 and K processes see the same
-    global batches, and a resumed run continues the order exactly.
-    """
-
-    def __init__(self, n: int, batch: int, seed: int):
-        if n < batch:
-            raise E4EError(f"{n} training images but a batch of {batch}: lower batch_size")
-        self.n, self.batch, self.seed = n, batch, seed
-        self.per_epoch = n // batch
-        self._epoch, self._perm = None, None
-
-    def indices(self, step: int) -> list[int]:
-        epoch, b = divmod(step, self.per_epoch)
-        if epoch != self._epoch:
-            self._perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
-            self._epoch = epoch
-        return self._perm[b * self.batch:(b + 1) * self.batch].tolist()
-
-    def flips(self, step: int) -> torch.Tensor:
-        return torch.rand(self.batch, generator=torch.Generator().manual_seed(self.seed * 7919 + step + 1)) < 0.5
-
-
-def _prefetcher(dataset, plan: BatchPlan, start: int, stop: int, rank: int, world: int, workers: int):
-    """Yields (step, images) for this rank, decoding ahead in a thread pool (deterministic content)."""
-    from concurrent.futures import ThreadPoolExecutor
-    per = plan.batch // world
-
-    def load(step):
-        idx = plan.indices(step)[rank * per:(rank + 1) * per]
-        x = torch.stack([dataset[i] for i in idx])
-        flip = plan.flips(step)[rank * per:(rank + 1) * per]
-        return torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-    if workers <= 0:
-        for s in range(start, stop):
-            yield s, load(s)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        ahead = {}
-        for s in range(start, min(stop, start + 2 * workers)):
-            ahead[s] = pool.submit(load, s)
-        for s in range(start, stop):
-            nxt = s + 2 * workers
-            if nxt < stop:
-                ahead[nxt] = pool.submit(load, nxt)
-            yield s, ahead.pop(s).result()
 
 
 class E4ETrainer:
@@ -506,7 +456,7 @@ class E4ETrainer:
         deadline = time.time() + cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else float("inf")
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", disable=not info.main, dynamic_ncols=True)
         t0, s0 = time.time(), self.step
-        data = _prefetcher(self.train_set, self.plan, self.step, cfg.max_steps, info.rank, info.world, cfg.workers)
+        data = prefetch_batches(self.train_set, self.plan, self.step, cfg.max_steps, info.rank, info.world, cfg.workers)
         for step, x in data:
             if self._time_is_up(step, deadline):
                 self.log(f"time limit of {cfg.time_limit_min} min reached at step {step}") if info.main else None

@@ -1,27 +1,42 @@
 """Compact StyleGAN2 training (Karras et al. 2020) for small custom datasets.
 
 Non-saturating logistic loss, lazy R1 on reals, lazy path-length regularisation, style mixing, an EMA
-generator with ramp-up, and DiffAugment on everything the discriminator sees (small datasets). Writes
-rosinality-format checkpoints ({g, d, g_ema, latent_avg, ...}) that the rest of e4e loads; resumes from
-its own checkpoint; runs under torchrun with DistributedDataParallel.
+generator with ramp-up, and DiffAugment on everything the discriminator sees. Writes rosinality-format
+checkpoints ({g, d, g_ema, latent_avg, ...}) that the rest of e4e loads; resumes bit-identically from its
+own checkpoint (`resume=True`); runs under torchrun with DistributedDataParallel.
+
+One step is four pure functions of their inputs (`d_main_loss`, `d_r1_loss`, `g_main_loss`,
+`g_path_loss`): every random number (latents, mixing cut-off, augmentation parameters) is drawn outside
+them from one seeded generator, so the two implementations compute the same losses from the same draws:
+
+- impl="reference": images decoded from disk for every batch, every step eager, plain Adam.
+- impl="fast": the whole dataset resident on the device as uint8 (`e4e.train.data.DeviceImages`), the two
+  main steps under torch.compile (their backward is compiled too), fused Adam and foreach EMA on CUDA,
+  no host synchronisation inside a step (scalars are read only when a log row is written). The lazy R1
+  and path-length steps stay eager: they differentiate a gradient, which torch.compile cannot.
+  tests/test_train_stylegan.py checks both give the same losses and gradients.
 """
 import json
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from e4e.checkpoints.rosinality import atomic_torch_save
+from e4e.checkpoints.rosinality import load_gan_state, save_gan_state, save_rosinality
 from e4e.errors import E4EError
 from e4e.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
 from e4e.nets.stylegan2 import Generator, GeneratorConfig
 from e4e.train import dist as D
-from e4e.train.augment import diff_augment
+from e4e.train.augment import apply_augment, sample_augment
+from e4e.train.data import BatchPlan, DeviceImages, prefetch_batches
+from e4e.train.loop import Deadline, JsonlLog, claim_run_dir
+
+IMPLS = ("fast", "reference")
 
 
 @dataclass
@@ -53,8 +68,30 @@ class GANTrainConfig:
     bf16: bool = False
     time_limit_min: float = 0.0  # > 0: stop cleanly (checkpoint + final generator) after this many minutes
     device: str | None = None
-    workers: int = 4
+    workers: int = 4  # reference impl: decoding threads; fast impl: threads that load the dataset once
+    impl: str = "fast"  # fast | reference (see the module docstring)
+    compile: str = "auto"  # auto (on for impl=fast on CUDA, single process) | on | off
+    resume: bool = False
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        checks = [(self.batch >= 1, f"batch must be >= 1, got {self.batch}"),
+                  (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
+                  (self.size >= 4 and self.size & (self.size - 1) == 0, f"size must be a power of two >= 4, got {self.size}"),
+                  (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+                  (self.d_reg_every >= 1 and self.g_reg_every >= 1, "d_reg_every and g_reg_every must be >= 1"),
+                  (self.save_every >= 1 and self.sample_every >= 1 and self.log_every >= 1,
+                   "save_every, sample_every and log_every must be >= 1"),
+                  (self.path_batch_shrink >= 1, "path_batch_shrink must be >= 1"),
+                  (0 <= self.mixing <= 1, f"mixing must be in [0, 1], got {self.mixing}"),
+                  (self.impl in IMPLS, f"impl must be one of {', '.join(IMPLS)}, got {self.impl!r}"),
+                  (self.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {self.compile!r}")]
+        for ok, msg in checks:
+            if not ok:
+                raise E4EError(f"train-generator: {msg}")
+        bad = [p for p in filter(None, self.augment.split(",")) if p not in ("color", "translation", "cutout")]
+        if bad:
+            raise E4EError(f"train-generator: unknown augment policy {', '.join(bad)} (use color,translation,cutout)")
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp,
@@ -71,177 +108,299 @@ def requires_grad(model, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
-def path_length_penalty(fake_img, latents, mean_path_length, decay=0.01):
-    noise = torch.randn_like(fake_img) / math.sqrt(fake_img.shape[2] * fake_img.shape[3])
+class MixingGenerator(nn.Module):
+    """Training-time forward: two latent batches z (2, B, D) and a cut-off c -> (image, W+ latent).
+
+    Layers below c take mapping(z[0]), the rest mapping(z[1]); c = n_latent means no mixing. The cut-off
+    is a tensor, so one compiled graph serves every value (rosinality draws it as a Python int).
+    """
+
+    def __init__(self, g: Generator):
+        super().__init__()
+        self.g = g
+
+    def forward(self, z, cutoff, noise=None):
+        _, b, dim = z.shape
+        w = self.g.mapping(z.reshape(2 * b, dim)).view(2, b, dim)
+        layer = torch.arange(self.g.n_latent, device=z.device)
+        latent = torch.where((layer < cutoff)[None, :, None], w[0][:, None], w[1][:, None])
+        return self.g.synthesis(latent, noise=noise, randomize_noise=noise is None), latent
+
+
+def sample_latents(batch: int, dim: int, n_latent: int, mixing: float, gen, device):
+    """-> z (2, B, D), cut-off (0-d int64): mixing with probability `mixing` at a uniform layer in [1, n)."""
+    z = torch.randn(2, batch, dim, generator=gen, device=device)
+    cut = torch.randint(1, n_latent, (), generator=gen, device=device)
+    mix = torch.rand((), generator=gen, device=device) < mixing
+    return z, torch.where(mix, cut, torch.full_like(cut, n_latent))
+
+
+# -- the four losses of one step: pure functions of modules and drawn inputs ------------------------------
+
+def d_main_loss(gm, d, real, z, cutoff, aug_fake, aug_real, policy: str, bf16: bool, noise=None):
+    with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=bf16):
+        fake, _ = gm(z, cutoff, noise)
+        fake_pred = d(apply_augment(fake.detach(), policy, aug_fake))
+        real_pred = d(apply_augment(real, policy, aug_real))
+    fake_pred, real_pred = fake_pred.float(), real_pred.float()
+    return d_logistic_loss(real_pred, fake_pred), real_pred.mean(), fake_pred.mean()
+
+
+def d_r1_loss(d, real, aug, policy: str, gamma: float, every: int):
+    """R1 in fp32: its gradient norm is the quantity being penalised. (+0 * pred keeps DDP's hooks fed.)"""
+    real = real.detach().requires_grad_(True)
+    pred = d(apply_augment(real, policy, aug))
+    r1 = r1_penalty(pred, real, gamma=gamma, every=every)
+    return r1 + 0 * pred[0, 0], r1
+
+
+def g_main_loss(gm, d, z, cutoff, aug, policy: str, bf16: bool, noise=None):
+    with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=bf16):
+        fake, _ = gm(z, cutoff, noise)
+        pred = d(apply_augment(fake, policy, aug))
+    return g_nonsaturating_loss(pred.float())
+
+
+def path_length_penalty(fake_img, latents, mean_path_length, decay=0.01, noise=None):
+    """(E_y ||J_w^T y|| - a)^2 with y ~ N(0, I)/sqrt(HW) and a the running mean of the lengths."""
+    if noise is None:
+        noise = torch.randn_like(fake_img)
+    noise = noise / math.sqrt(fake_img.shape[2] * fake_img.shape[3])
     (grad,) = torch.autograd.grad((fake_img * noise).sum(), latents, create_graph=True)
     lengths = grad.pow(2).sum(2).mean(1).sqrt()
     mean = mean_path_length + decay * (lengths.mean().detach() - mean_path_length)
     return (lengths - mean).pow(2).mean(), mean.detach(), lengths.mean().detach()
 
 
-def make_noise_z(batch, dim, mixing, device, gen):
-    if mixing > 0 and random.random() < mixing:
-        return list(torch.randn(2, batch, dim, device=device, generator=gen).unbind(0))
-    return [torch.randn(batch, dim, device=device, generator=gen)]
+def g_path_loss(gm, z, cutoff, mean_path_length, weight: float, every: int, noise=None, y=None):
+    """noise: the synthesis noise (None: random); y: the path-length probe image (None: random)."""
+    fake, latent = gm(z, cutoff, noise)
+    pl, mean, length = path_length_penalty(fake, latent, mean_path_length, noise=y)
+    return weight * every * pl + 0 * fake[0, 0, 0, 0], pl, mean, length
 
 
 @torch.no_grad()
 def accumulate(ema, model, beta):
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach(), 1 - beta)
-    for be, bm in zip(ema.buffers(), model.buffers()):
-        be.copy_(bm)
+    ep, mp = list(ema.parameters()), [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(ep, mp, 1 - beta)
+    eb, mb = list(ema.buffers()), list(model.buffers())
+    if eb:
+        torch._foreach_copy_(eb, mb)
 
 
-def infinite(loader, sampler=None):
-    epoch = 0
-    while True:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+def ema_beta(cfg: GANTrainConfig, step: int) -> float:
+    """StyleGAN2-ADA's EMA half-life of ema_kimg thousand images, ramped up over the first images."""
+    nimg = (step + 1) * cfg.batch
+    ema_nimg = min(cfg.ema_kimg * 1000, nimg * cfg.ema_rampup) if cfg.ema_rampup else cfg.ema_kimg * 1000
+    return 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+
+
+# -- the run --------------------------------------------------------------------------------------------------
+
+class GANTrainer:
+    """Builds models, optimisers and data from a config; `step()` runs one training step."""
+
+    def __init__(self, cfg: GANTrainConfig, info: D.DistInfo | None = None):
+        self.cfg, self.info = cfg, info or D.DistInfo(device=torch.device(cfg.device or "cpu"))
+        info, dev = self.info, self.info.device
+        if cfg.batch % info.world:
+            raise E4EError(f"batch {cfg.batch} is not divisible by {info.world} processes")
+        self.batch = cfg.batch // info.world
+        fast = cfg.impl == "fast"
+        torch.manual_seed(cfg.seed + info.rank)
+        self.gen = torch.Generator(device=dev).manual_seed(cfg.seed * 1000 + info.rank)
+        gcfg = cfg.generator_config()
+        self.g, self.g_ema = Generator(gcfg).to(dev), Generator(gcfg).to(dev).eval()
+        if dev.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+            self.g.use_grouped_conv(False), self.g_ema.use_grouped_conv(False)
+        elif fast:
+            self.g.use_grouped_conv(False)
+        self.d = build_discriminator(cfg).to(dev)
+        self.g_ema.load_state_dict(self.g.state_dict())
+        requires_grad(self.g_ema, False)
+        g_ratio = cfg.g_reg_every / (cfg.g_reg_every + 1)
+        d_ratio = cfg.d_reg_every / (cfg.d_reg_every + 1)
+        fused = fast and dev.type == "cuda"
+        self.g_opt = torch.optim.Adam(self.g.parameters(), lr=cfg.lr * g_ratio, betas=(0.0, 0.99 ** g_ratio),
+                                      fused=fused or None)
+        self.d_opt = torch.optim.Adam(self.d.parameters(), lr=cfg.lr * d_ratio, betas=(0.0, 0.99 ** d_ratio),
+                                      fused=fused or None)
+        self.step_count, self.mean_path_length = 0, torch.zeros((), device=dev)
+        ddp = dict(device_ids=[dev.index] if dev.type == "cuda" else None)
+        gm = MixingGenerator(self.g)
+        self.gm = DDP(gm, **ddp) if info.world > 1 else gm
+        self.d_train = DDP(self.d, **ddp) if info.world > 1 else self.d
+        use_compile = {"on": True, "off": False}.get(cfg.compile, fast and dev.type == "cuda" and info.world == 1)
+        self.compiled = use_compile
+        self._d_main = torch.compile(d_main_loss) if use_compile else d_main_loss
+        self._g_main = torch.compile(g_main_loss) if use_compile else g_main_loss
+
+    # one step, from drawn inputs -------------------------------------------------------------------------
+    def draw(self, b: int, h: int, w: int) -> dict:
+        """Every random number of one step, in a fixed order from the run's generator."""
+        cfg, gen, dev, n = self.cfg, self.gen, self.info.device, self.g.n_latent
+        pol = cfg.augment
+        r = {"d_z": sample_latents(b, cfg.style_dim, n, cfg.mixing, gen, dev),
+             "aug_fake": sample_augment(pol, b, h, w, gen, dev), "aug_real": sample_augment(pol, b, h, w, gen, dev)}
+        if self.step_count % cfg.d_reg_every == 0:
+            r["aug_r1"] = sample_augment(pol, b, h, w, gen, dev)
+        r["g_z"] = sample_latents(b, cfg.style_dim, n, cfg.mixing, gen, dev)
+        r["aug_g"] = sample_augment(pol, b, h, w, gen, dev)
+        if cfg.path_regularize > 0 and self.step_count % cfg.g_reg_every == 0:
+            r["pl_z"] = sample_latents(max(1, b // cfg.path_batch_shrink), cfg.style_dim, n, cfg.mixing, gen, dev)
+        return r
+
+    def step(self, real: torch.Tensor, r: dict | None = None) -> dict:
+        cfg, s = self.cfg, self.step_count
+        if r is None:
+            r = self.draw(real.shape[0], real.shape[2], real.shape[3])
+        pol = cfg.augment
+        stats = {}
+        # discriminator
+        requires_grad(self.g, False), requires_grad(self.d, True)
+        noise = r.get("noise")  # explicit synthesis noise (tests); None: drawn inside the generator
+        loss, real_score, fake_score = self._d_main(self.gm, self.d_train, real, *r["d_z"], r["aug_fake"],
+                                                    r["aug_real"], pol, cfg.bf16, noise)
+        self.d_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.d_opt.step()
+        stats.update(d_loss=loss.detach(), real_score=real_score.detach(), fake_score=fake_score.detach())
+        if "aug_r1" in r:
+            total, r1 = d_r1_loss(self.d_train, real, r["aug_r1"], pol, cfg.r1, cfg.d_reg_every)
+            self.d_opt.zero_grad(set_to_none=True)
+            total.backward()
+            self.d_opt.step()
+            stats["r1"] = r1.detach()
+        # generator
+        requires_grad(self.g, True), requires_grad(self.d, False)
+        loss = self._g_main(self.gm, self.d_train, *r["g_z"], r["aug_g"], pol, cfg.bf16, noise)
+        self.g_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.g_opt.step()
+        stats["g_loss"] = loss.detach()
+        if "pl_z" in r:
+            total, pl, self.mean_path_length, length = g_path_loss(
+                self.gm, *r["pl_z"], self.mean_path_length, cfg.path_regularize, cfg.g_reg_every,
+                r.get("pl_noise"), r.get("pl_y"))
+            self.g_opt.zero_grad(set_to_none=True)
+            total.backward()
+            self.g_opt.step()
+            self.mean_path_length = D.all_reduce_mean(self.mean_path_length, self.info)
+            stats["path"], stats["path_length"] = pl.detach(), length
+        accumulate(self.g_ema, self.g, ema_beta(cfg, s))
+        self.step_count += 1
+        return stats
+
+    # state -------------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "gen": self.gen.get_state()}
+        if self.info.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.info.device)
+        return dict(g=self.g.state_dict(), d=self.d.state_dict(), g_ema=self.g_ema.state_dict(),
+                    g_optim=self.g_opt.state_dict(), d_optim=self.d_opt.state_dict(), step=self.step_count,
+                    mean_path_length=self.mean_path_length.cpu(), rng=rng, args=asdict(self.cfg))
+
+    def load_state(self, ck: dict, where) -> None:
+        try:
+            self.g.load_state_dict(ck["g"]), self.d.load_state_dict(ck["d"]), self.g_ema.load_state_dict(ck["g_ema"])
+            self.g_opt.load_state_dict(ck["g_optim"]), self.d_opt.load_state_dict(ck["d_optim"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise E4EError(f"{where}: does not fit this configuration ({first[:200]})") from None
+        self.step_count = int(ck["step"])
+        self.mean_path_length = ck["mean_path_length"].to(self.info.device)
+        rng = ck.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            self.gen.set_state(rng["gen"])
+            if "cuda" in rng and self.info.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.info.device)
+
+
+def _load_data(cfg: GANTrainConfig, info, dev):
+    from e4e.data.folder import ImageFolderDataset
+    ds = ImageFolderDataset(cfg.data, cfg.size, hflip=False)
+    if len(ds) == 0:
+        raise E4EError(f"{cfg.data}: no readable images")
+    if cfg.impl == "fast":
+        images = DeviceImages(ds, dev, threads=max(cfg.workers, 1))
+        n = len(images)
+    else:
+        images, n = ds, len(ds)
+    if n < cfg.batch:
+        raise E4EError(f"{cfg.data}: {n} readable images but a batch of {cfg.batch}: lower --batch or add images")
+    return images, BatchPlan(n, cfg.batch, cfg.seed, hflip=cfg.hflip)
 
 
 def train_gan(cfg: GANTrainConfig) -> Path:
     info = D.init(cfg.device)
     dev = info.device
     out = Path(cfg.out)
-    if info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    if cfg.batch % info.world:
-        raise E4EError(f"batch {cfg.batch} is not divisible by {info.world} processes")
-    batch = cfg.batch // info.world
-    torch.manual_seed(cfg.seed + info.rank)
-    random.seed(cfg.seed + info.rank)
-    gen = torch.Generator(device=dev).manual_seed(cfg.seed * 1000 + info.rank)
-
-    from e4e.data.folder import ImageFolderDataset
-    ds = ImageFolderDataset(cfg.data, cfg.size, hflip=cfg.hflip)
-    if len(ds) == 0:
-        raise E4EError(f"{cfg.data}: no readable images")
-    sampler = torch.utils.data.DistributedSampler(ds, info.world, info.rank, seed=cfg.seed) if info.world > 1 else None
-    loader = torch.utils.data.DataLoader(ds, batch, sampler=sampler, shuffle=sampler is None, drop_last=True,
-                                         num_workers=cfg.workers, pin_memory=dev.type == "cuda",
-                                         persistent_workers=cfg.workers > 0,
-                                         generator=torch.Generator().manual_seed(cfg.seed))
-    data = infinite(loader, sampler)
-
-    gcfg = cfg.generator_config()
-    g, g_ema = Generator(gcfg).to(dev), Generator(gcfg).to(dev).eval()
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-        g.use_grouped_conv(False), g_ema.use_grouped_conv(False)
-    d = build_discriminator(cfg).to(dev)
-    g_ema.load_state_dict(g.state_dict())
-    requires_grad(g_ema, False)
-    g_ratio = cfg.g_reg_every / (cfg.g_reg_every + 1)
-    d_ratio = cfg.d_reg_every / (cfg.d_reg_every + 1)
-    g_opt = torch.optim.Adam(g.parameters(), lr=cfg.lr * g_ratio, betas=(0.0, 0.99 ** g_ratio))
-    d_opt = torch.optim.Adam(d.parameters(), lr=cfg.lr * d_ratio, betas=(0.0, 0.99 ** d_ratio))
-
-    step, mean_path_length = 0, torch.zeros((), device=dev)
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        g.load_state_dict(ck["g"]), d.load_state_dict(ck["d"]), g_ema.load_state_dict(ck["g_ema"])
-        g_opt.load_state_dict(ck["g_optim"]), d_opt.load_state_dict(ck["d_optim"])
-        step, mean_path_length = ck["step"], ck["mean_path_length"].to(dev)
+    resume_from = claim_run_dir(out, "checkpoint.pt", cfg.resume, info.main)
+    D.barrier(info)
+    images, plan = _load_data(cfg, info, dev)
+    tr = GANTrainer(cfg, info)
+    if resume_from is not None:
+        tr.load_state(load_gan_state(resume_from), resume_from)
         if info.main:
-            print(f"resumed from {ckpt_path} at step {step}")
-
-    g_train = DDP(g, device_ids=[dev.index] if dev.type == "cuda" else None) if info.world > 1 else g
-    d_train = DDP(d, device_ids=[dev.index] if dev.type == "cuda" else None) if info.world > 1 else d
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16 and dev.type == "cuda")
+            print(f"resumed from {resume_from} at step {tr.step_count}")
+    if info.main:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    log = JsonlLog(out / "log.jsonl", resume_step=tr.step_count if resume_from else None, enabled=info.main)
     sample_z = torch.randn(16, cfg.style_dim, generator=torch.Generator().manual_seed(1234)).to(dev)
-    log = open(out / "log.jsonl", "a") if info.main else None
-    bar = tqdm(total=cfg.steps, initial=step, desc="train-generator", disable=not info.main, dynamic_ncols=True)
-    t0, s0 = time.time(), step
-    aug = lambda x: diff_augment(x, cfg.augment, gen) if cfg.augment else x  # noqa: E731
-    def save_state():
-        atomic_torch_save({"g": g.state_dict(), "d": d.state_dict(), "g_ema": g_ema.state_dict(),
-                           "g_optim": g_opt.state_dict(), "d_optim": d_opt.state_dict(), "step": step,
-                           "mean_path_length": mean_path_length.cpu(), "args": asdict(cfg)}, ckpt_path)
+    bar = tqdm(total=cfg.steps, initial=tr.step_count, desc="train-generator", disable=not info.main,
+               dynamic_ncols=True)
+    deadline = Deadline(cfg.time_limit_min)
+    t0, s0 = time.time(), tr.step_count
 
-    deadline = time.time() + cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else float("inf")
-    while step < cfg.steps:
-        if time.time() > deadline:  # any rank past the deadline stops them all (all-reduce below)
-            stop = torch.ones((), device=dev)
-        else:
-            stop = torch.zeros((), device=dev)
-        if D.all_reduce_mean(stop, info) > 0:
+    def save():
+        if info.main:
+            save_gan_state(ckpt_path, **tr.state())
+        D.barrier(info)
+
+    if cfg.impl == "fast":
+        batches = ((s, images.batch(plan, s, info.rank, info.world)) for s in range(tr.step_count, cfg.steps))
+    else:
+        batches = prefetch_batches(images, plan, tr.step_count, cfg.steps, info.rank, info.world, cfg.workers)
+    stopped_early = False
+    for s, real in batches:
+        if deadline.passed(s, info):
             if info.main:
-                print(f"time limit of {cfg.time_limit_min} min reached at step {step}")
+                print(f"time limit of {cfg.time_limit_min} min reached at step {s}")
+            stopped_early = True
             break
-        real = next(data).to(dev, non_blocking=True)
-        # --- discriminator
-        requires_grad(g, False), requires_grad(d, True)
-        with amp:
-            fake, _ = g_train(make_noise_z(batch, cfg.style_dim, cfg.mixing, dev, gen))
-            fake_pred, real_pred = d_train(aug(fake.detach())), d_train(aug(real))
-            d_loss = d_logistic_loss(real_pred.float(), fake_pred.float())
-        d_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        d_opt.step()
-        stats = {"d_loss": d_loss.detach(), "real_score": real_pred.float().mean().detach(),
-                 "fake_score": fake_pred.float().mean().detach()}
-        if step % cfg.d_reg_every == 0:
-            real.requires_grad_(True)
-            real_pred = d_train(aug(real))  # R1 in fp32: its gradient norm is the quantity being penalised
-            r1 = r1_penalty(real_pred, real, gamma=cfg.r1, every=cfg.d_reg_every)
-            d_opt.zero_grad(set_to_none=True)
-            (r1 + 0 * real_pred[0]).sum().backward()
-            d_opt.step()
-            stats["r1"] = r1.detach()
-        # --- generator
-        requires_grad(g, True), requires_grad(d, False)
-        with amp:
-            fake, _ = g_train(make_noise_z(batch, cfg.style_dim, cfg.mixing, dev, gen))
-            g_loss = g_nonsaturating_loss(d_train(aug(fake)).float())
-        g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        g_opt.step()
-        stats["g_loss"] = g_loss.detach()
-        if cfg.path_regularize > 0 and step % cfg.g_reg_every == 0:
-            pb = max(1, batch // cfg.path_batch_shrink)
-            fake, latents = g_train(make_noise_z(pb, cfg.style_dim, cfg.mixing, dev, gen), return_latents=True)
-            pl, mean_path_length, path_len = path_length_penalty(fake, latents, mean_path_length)
-            g_opt.zero_grad(set_to_none=True)
-            (cfg.path_regularize * cfg.g_reg_every * pl + 0 * fake[0, 0, 0, 0]).backward()
-            g_opt.step()
-            mean_path_length = D.all_reduce_mean(mean_path_length, info)
-            stats["path"], stats["path_length"] = pl.detach(), path_len
-        # --- EMA with ramp-up: early on the average would be dominated by random init
-        nimg = (step + 1) * cfg.batch
-        ema_nimg = min(cfg.ema_kimg * 1000, nimg * cfg.ema_rampup) if cfg.ema_rampup else cfg.ema_kimg * 1000
-        accumulate(g_ema, g, 0.5 ** (cfg.batch / max(ema_nimg, 1e-8)))
-        step += 1
+        stats = tr.step(real.to(dev, non_blocking=True))
+        step = tr.step_count
         bar.update(1)
-        if info.main and (step % cfg.log_every == 0 or step == cfg.steps):
-            row = {k: round(float(v), 5) for k, v in stats.items()}
-            row.update(step=step, steps_per_s=round((step - s0) / (time.time() - t0), 3))
-            log.write(json.dumps(row) + "\n"), log.flush()
-            bar.set_postfix(d=row["d_loss"], g=row["g_loss"])
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            stats = {k: D.all_reduce_mean(v, info) for k, v in stats.items()}
+            values = torch.stack([v.float() for v in stats.values()]).tolist()  # the one host sync
+            if info.main:
+                el = time.time() - t0
+                row = {k: round(v, 5) for k, v in zip(stats, values)}
+                row.update(step=step, time_s=round(el, 2), steps_per_s=round((step - s0) / el, 3),
+                           images_per_s=round((step - s0) * cfg.batch / el, 1))
+                log.write(row)
+                bar.set_postfix(d=row["d_loss"], g=row["g_loss"])
         if info.main and (step % cfg.sample_every == 0 or step == cfg.steps):
             from e4e.imageio import save_grid
             with torch.no_grad():
-                img, _ = g_ema(sample_z, randomize_noise=False)
+                img, _ = tr.g_ema(sample_z, randomize_noise=False)
             save_grid(img.float().cpu(), out / f"sample_{step:06d}.png", nrow=4)
         if step % cfg.save_every == 0 or step == cfg.steps:
-            if info.main:
-                save_state()
-            D.barrier(info)
+            save()
     bar.close()
-    if info.main and step % cfg.save_every:  # stopped early by the time limit
-        save_state()
+    if stopped_early or tr.step_count % cfg.save_every:
+        save()
     final = out / "generator.pt"
     if info.main:
-        g_ema.cpu()
-        avg = g_ema.mean_latent(100_000)
-        atomic_torch_save({"g_ema": g_ema.state_dict(), "latent_avg": avg.reshape(-1), "args": asdict(cfg),
-                           "step": step}, final)
+        from e4e.checkpoints.convert import seeded_mean_latent
+        g_ema = tr.g_ema.cpu().use_grouped_conv(True)
+        save_rosinality(final, g_ema, seeded_mean_latent(g_ema), args=asdict(cfg), step=tr.step_count)
         print(f"wrote {final}")
-        log.close()
+    log.close()
     D.cleanup(info)
     return final

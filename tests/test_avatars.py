@@ -146,6 +146,18 @@ def test_labels_round_trip_through_to_json_options(built):
         assert avatars.decode_options(p) == avatars.resolve(src["seed"], overrides)[1]
 
 
+def test_fast_draw_equals_dicebear_avatar():
+    """resolve() validates each option set once (fast path); dicebear's Avatar validates every call."""
+    for seed in ("0-0", "0-1", "abc", "7-40"):
+        for overrides in (None, {"mouthVariant": list(avatars.SMILE_MOUTHS)}, {"hairColor": ["#2c1b18"]},
+                          {"accessoriesProbability": 100}, {"topVariant": list(avatars.HAT_TOPS)}):
+            assert avatars.resolve(seed, overrides) == avatars.resolve(seed, overrides, reference=True)
+    with pytest.raises(E4EError, match="dicebear refused the options"):
+        avatars.resolve("1", {"mouthVariant": 3})
+    with pytest.raises(E4EError, match="dicebear refused the options"):
+        avatars.resolve("1", {"mouthVariant": 3}, reference=True)
+
+
 def test_render_sizes_and_labels():
     for size in avatars.SIZES:
         image, labels = avatars.render("x", size)

@@ -14,6 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	# [test] includes the [avatars] extra (dicebear-core, dicebear-styles, resvg-py) for `e4e data avatars`
 	$(PY) -m pip install -q -e ".[test]"
 	# MTCNN landmark weights for `e4e align` (--no-deps: the package pins old torch; we only load its .pt files)
 	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0

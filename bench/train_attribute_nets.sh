@@ -5,13 +5,13 @@
 # Writes OUTDIR/<name>.safetensors (fp16 weights), OUTDIR/<name>.json (per-attribute test accuracy and
 # majority baseline), OUTDIR/<name>.log.jsonl. A run stopped early resumes from OUTDIR/<name>.state.pt.
 # Usage: bench/train_attribute_nets.sh DATA OUTDIR   (DATA: a folder from 'e4e data avatars')
-# Env: PY (python, default python3), STEPS (default 2000), SIZE (input px, default 64), MINUTES (limit per net, 1.3)
+# Env: PY (default python3), STEPS (2000), BATCH (256), SIZE (input px, 64), MINUTES (time limit per net, 1.3)
 set -euo pipefail
 if [ $# -ne 2 ]; then echo "usage: $0 DATA OUTDIR" >&2; exit 2; fi
 DATA=$1 OUT=$2
-PY=${PY:-python3} STEPS=${STEPS:-2000} SIZE=${SIZE:-64} MINUTES=${MINUTES:-1.3}
+PY=${PY:-python3} STEPS=${STEPS:-2000} BATCH=${BATCH:-256} SIZE=${SIZE:-64} MINUTES=${MINUTES:-1.3}
 mkdir -p "$OUT"
-common=(--data "$DATA" --steps "$STEPS" --size "$SIZE" --batch 256 --time-limit-min "$MINUTES" --half
+common=(--data "$DATA" --steps "$STEPS" --size "$SIZE" --batch "$BATCH" --time-limit-min "$MINUTES" --half
         --workers "$(nproc)")
 "$PY" -m e4e.cli train-classifier "${common[@]}" --arch resnet --part A --seed 0 --out "$OUT/sim_resnet_A.safetensors"
 "$PY" -m e4e.cli train-classifier "${common[@]}" --arch convnet --part B --seed 1 --out "$OUT/eval_convnet_B.safetensors"

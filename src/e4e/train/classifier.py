@@ -36,7 +36,7 @@ from tqdm import tqdm
 from e4e.errors import E4EError
 
 NON_LABEL_COLUMNS = ("file", "split", "seed")
-MAX_CLASSES = 32  # a categorical column with more distinct values is not a head (e.g. an id column)
+MAX_CLASSES = 64  # a categorical column with more distinct values is not a head (e.g. an id column)
 
 
 # ------------------------------------------------------------------------------------------ labels

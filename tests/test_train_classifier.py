@@ -171,3 +171,28 @@ def test_cli_train_passes_sim_weights(tmp_path):
     from e4e.cli import build_parser
     args = build_parser().parse_args(["train", "--dataset-type", "avatar_encode", "--sim-weights", "s.safetensors"])
     assert args.sim_weights == "s.safetensors"
+
+
+def test_time_limit_stops_cleanly_and_still_writes_weights_and_report(avatars, tmp_path):
+    out = tmp_path / "n.safetensors"
+    report = train_classifier(cfg(avatars, out, steps=50, time_limit_min=1e-9), log=lambda *_: None)
+    assert report["train"]["steps_done"] == 0 and not report["train"]["complete"]
+    assert out.is_file() and (tmp_path / "n.json").is_file() and (tmp_path / "n.state.pt").is_file()
+    assert json.loads((tmp_path / "n.json").read_text())["train"]["complete"] is False
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_training_path_matches_fp32_reference():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    torch.manual_seed(0)
+    net = AttributeNet(AttributeNetConfig(size=64, binary=["a"], categorical={"c": ["x", "y", "z"]})).cuda().eval()
+    x = torch.rand(8, 3, 64, 64, device="cuda") * 2 - 1
+    with torch.no_grad():
+        ref = net(x)
+        fast_net = net.to(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            fast = fast_net(x.contiguous(memory_format=torch.channels_last))
+    for k in ref:
+        scale = ref[k].abs().max().clamp_min(1e-3)
+        assert float((fast[k].float() - ref[k]).abs().max() / scale) < 5e-2, k

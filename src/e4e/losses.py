@@ -1,6 +1,7 @@
 """e4e training losses, following the official coach (github omertov/encoder4editing, training/coach.py).
 
-Reconstruction: LPIPS (v0.1), identity similarity (ArcFace for faces, MoCo-v2 otherwise) and L2 (plain
+Reconstruction: LPIPS (v0.1), identity similarity (ArcFace for faces, MoCo-v2 otherwise, our attribute
+network for avatars) and L2 (plain
 `F.mse_loss`, not wrapped here). Editability: the delta-norm regulariser on the W+ offsets and the latent
 discriminator's non-saturating losses with lazy R1, fed from a pool of past codes.
 """
@@ -153,6 +154,31 @@ class MocoLoss(_SimilarityLoss):
     def features(self, img: torch.Tensor) -> torch.Tensor:
         img = F.interpolate(img, size=MOCO_SIZE)
         return F.normalize(self.net(img).flatten(1), dim=1)
+
+
+class AttributeSimilarityLoss(_SimilarityLoss):
+    """Similarity loss for the avatar domain: 1 - cosine of the unit-norm embeddings of an attribute
+    network trained on the avatar labels (e4e.nets.attributes.AttributeNet.embed; the similarity
+    network, trained on half A of the train split by `e4e train-classifier`). The network resizes its
+    input itself; its pooled features are non-negative (after a ReLU), so the loss lies in [0, 1]."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = freeze(net)
+
+    @classmethod
+    def from_weights(cls, path, how: str = "pass --sim-weights PATH") -> "AttributeSimilarityLoss":
+        from pathlib import Path
+
+        from e4e.checkpoints.attributes import load_attribute_net
+
+        if not path or not Path(path).is_file():
+            raise E4EError(f"the avatar similarity network {path or ''} is missing: {how} "
+                           "(a .safetensors from 'e4e train-classifier')")
+        return cls(load_attribute_net(path))
+
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(img)
 
 
 # ------------------------------------------------------------------------------------- delta regulariser

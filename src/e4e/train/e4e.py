@@ -35,6 +35,8 @@ PRESETS = {
     "church_encode": dict(size=(256, 256), crop=None, similarity="moco", stylegan_size=256),
     "horse_encode": dict(size=(256, 256), crop=None, similarity="moco", stylegan_size=256),
     "emoji_encode": dict(size=(64, 64), crop=None, similarity="none", stylegan_size=64),
+    # 128 px avatars at their native size; L_sim on our attribute network (docs/attributes.md)
+    "avatar_encode": dict(size=(128, 128), crop=None, similarity="attr", stylegan_size=128),
 }
 
 
@@ -66,6 +68,7 @@ class E4ETrainConfig:
     id_lambda: float = 0.1
     id_weights: str = ""  # model_ir_se50.pth (faces)
     moco_weights: str = ""  # moco_v2_800ep_pretrain.pt (other domains)
+    sim_weights: str = ""  # avatar similarity network .safetensors (e4e train-classifier, part A)
     w_discriminator_lambda: float = 0.0
     w_discriminator_lr: float = 2e-5
     r1: float = 10.0
@@ -233,6 +236,12 @@ class E4ETrainer:
                     raise E4EError("the similarity loss needs moco_v2_800ep_pretrain.pt: pass --moco-weights PATH, "
                                    "or set id_lambda=0")
                 self.sim = MocoLoss.from_weights(cfg.moco_weights)
+            elif preset["similarity"] == "attr":
+                from e4e.losses import AttributeSimilarityLoss
+                if not cfg.sim_weights:
+                    raise E4EError("the similarity loss needs the avatar similarity network: pass --sim-weights "
+                                   "PATH, or set id_lambda=0")
+                self.sim = AttributeSimilarityLoss.from_weights(cfg.sim_weights)
             else:
                 raise E4EError(f"dataset_type {cfg.dataset_type} has no similarity network: set id_lambda=0")
             self.sim = self.sim.to(self.dev)

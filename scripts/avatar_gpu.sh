@@ -50,8 +50,15 @@ a)
   tail -5 runs/attr.log
   export_gen
   ;;
-b)
-  $E4E train-generator "${GEN[@]}" --resume --time-limit-min "${GEN_MIN:-8.5}" 2>&1 | grep -v "it/s]$" | tail -10
+b)  # a fresh machine: rebuild the set, train the generator from scratch (phase a's 509 steps were a trial)
+  t=$(date +%s)
+  $E4E data avatars data/avatars --size 128 --count 60000 --workers 16 -q
+  echo "dataset built in $(( $(date +%s) - t )) s"
+  mkdir -p runs/attr
+  $E4E train-generator "${GEN[@]}" --time-limit-min "${GEN_MIN:-7}" > runs/g128.out 2>&1 \
+    || { tail -c 3000 runs/g128.out; echo "compiled run failed: eager fallback"; rm -rf runs/g128;
+         $E4E train-generator "${GEN[@]}" compile=off --time-limit-min "${GEN_MIN:-7}" > runs/g128.out 2>&1; }
+  tr '\r' '\n' < runs/g128.out | grep -v "it/s" | tail -8
   export_gen
   ;;
 c)

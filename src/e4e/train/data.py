@@ -40,6 +40,12 @@ class BatchPlan:
             self._epoch = epoch
         return self._perm[b * self.batch:(b + 1) * self.batch]
 
+    def epoch_tensors(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices (per_epoch, batch), flips (per_epoch, batch)) of every step of one epoch."""
+        first = epoch * self.per_epoch
+        idx = torch.stack([self.index_tensor(first + b) for b in range(self.per_epoch)])
+        return idx, torch.stack([self.flips(first + b) for b in range(self.per_epoch)])
+
     def flips(self, step: int) -> torch.Tensor:
         if not self.hflip:
             return torch.zeros(self.batch, dtype=torch.bool)
@@ -83,17 +89,23 @@ class DeviceImages:
             host = host[keep]
         self.images = host.to(device, non_blocking=True)
         self.device = torch.device(device)
+        self._epoch, self._idx, self._flip = None, None, None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def batch(self, plan: BatchPlan, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """The plan's batch `step` (this rank's slice). The whole epoch's indices and flips go to the device
+        at once: a per-step copy from pageable memory would synchronise the host with the GPU every step."""
         per = plan.batch // world
-        idx = plan.index_tensor(step)[rank * per:(rank + 1) * per]
-        flip = plan.flips(step)[rank * per:(rank + 1) * per]
-        x = self.images[idx.to(self.device, non_blocking=True)]
-        x = torch.where(flip.to(self.device, non_blocking=True)[:, None, None, None], x.flip(-1), x)
-        return to_float(x)
+        epoch, b = divmod(step, plan.per_epoch)
+        if epoch != self._epoch:
+            idx, flip = plan.epoch_tensors(epoch)
+            self._idx, self._flip, self._epoch = idx.to(self.device), flip.to(self.device), epoch
+        idx = self._idx[b, rank * per:(rank + 1) * per]
+        flip = self._flip[b, rank * per:(rank + 1) * per]
+        x = self.images[idx]
+        return to_float(torch.where(flip[:, None, None, None], x.flip(-1), x))
 
 
 def prefetch_batches(dataset, plan: BatchPlan, start: int, stop: int, rank: int = 0, world: int = 1,

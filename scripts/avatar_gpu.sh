@@ -61,8 +61,35 @@ b)  # a fresh machine: rebuild the set, train the generator from scratch (phase 
   tr '\r' '\n' < runs/g128.out | grep -v "it/s" | tail -8
   export_gen
   ;;
-c)
-  echo "phase c is defined in docs/model_card.md's commands once the encoders' settings are fixed"; exit 2
+c)  # a fresh machine: rebuild the set; old vs reference trainer rows; continue the generator (eager) from
+    # phase b's weights (RESUME_PARTS: g128_{g,d,g_ema} parts; Adam moments restart), RESUME_STEP steps done
+  t=$(date +%s)
+  $E4E data avatars data/avatars --size 128 --count 60000 --workers 16 -q
+  echo "dataset built in $(( $(date +%s) - t )) s"
+  python3 bench/train_bench.py --configs avatar128 --impls old reference --old-trainer .carry/old_stylegan.py \
+      --warmup 8 --steps 32 --images 512 --json "$OUT/train_bench.json" 2>&1 | grep -v "it/s" | tail -8
+  python3 - "${RESUME_PARTS:?}" "${RESUME_STEP:?}" <<'PY'
+import sys, torch
+from e4e.checkpoints.parts import load_parts
+from e4e.checkpoints.rosinality import save_gan_state
+from e4e.train.config import build_config
+from e4e.train.stylegan import GANTrainConfig, GANTrainer
+from pathlib import Path
+parts, step = sys.argv[1], int(sys.argv[2])
+cfg = build_config(GANTrainConfig, None, ["size=128", "batch=64", "style_dim=512", "n_mlp=8", "channel_multiplier=1",
+                                          "channel_max=256", "bf16=true", "device=cuda", "compile=off"])
+tr = GANTrainer(cfg)
+for k, m in (("g", tr.g), ("d", tr.d), ("g_ema", tr.g_ema)):
+    sd = load_parts(f"{parts}/g128_{k}")
+    m.load_state_dict({n: v.float() for n, v in sd.items()})
+tr.step_count = step
+Path("runs/g128").mkdir(parents=True, exist_ok=True)
+save_gan_state("runs/g128/checkpoint.pt", **tr.state())
+print("seeded runs/g128 at step", step)
+PY
+  $E4E train-generator "${GEN[@]}" compile=off --resume --time-limit-min "${GEN_MIN:-4.5}" > runs/g128.out 2>&1 || true
+  tr '\r' '\n' < runs/g128.out | grep -v "it/s" | tail -6
+  export_gen
   ;;
 esac
 ls -la "$OUT"

@@ -163,6 +163,12 @@ def apply_values(codes: torch.Tensor, directions: list[Direction], values) -> to
     return out
 
 
+def distortion(images: torch.Tensor, target: torch.Tensor) -> float:
+    """MSE (e4e.metrics.mse) of the images as shown, clamped to [-1, 1], against the target."""
+    from e4e.metrics import mse
+    return float(mse(images.clamp(-1, 1), target).mean())
+
+
 # -- the app's model ----------------------------------------------------------------------------------
 def looks_like_faces(inverter) -> bool:
     """Whether inputs should be FFHQ-aligned by default: the checkpoint's recorded dataset or its file
@@ -225,8 +231,7 @@ class Editor:
         x = to_tensor(fit_square(image, self.inverter.input_size)).to(dev)
         codes = self.inverter.encode(x).float()
         target = to_tensor(image).to(dev)
-        recon = self.render(codes)
-        mse = float((recon - target).pow(2).mean())
+        mse = distortion(self.render(codes), target.cpu())
         return Inversion(safe_name(name or Path(path).stem), image, target.cpu(), codes.cpu(), mse)
 
     # outputs
@@ -266,7 +271,7 @@ class Editor:
                 start = inv.generator if inv.generator is not None else self.inverter
                 res = refine.pti(start, inv.target.to(dev), inv.codes.to(dev), steps=steps, progress=progress)
                 codes, generator = inv.codes, res.generator
-        mse = float((self.render(codes, generator) - inv.target).pow(2).mean())
+        mse = distortion(self.render(codes, generator), inv.target)
         return Inversion(inv.name, inv.image, inv.target, codes, mse, generator, method, list(inv.notes))
 
     def export(self, inv: Inversion, values) -> tuple[Path, Path]:

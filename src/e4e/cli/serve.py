@@ -3,6 +3,7 @@
 Thin over e4e.serve: loads the Editor (model + discovered directions) into a fresh temporary folder,
 which is the only place the server writes to and which is removed when it stops.
 """
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,13 +11,16 @@ from pathlib import Path
 
 def run(args) -> int:
     from e4e.errors import E4EError
-    from e4e.serve.app import launch, require_gradio
-    from e4e.serve.core import load_editor
-    require_gradio()
     if not 0 < args.port < 65536:
         raise E4EError(f"--port must be in 1..65535, got {args.port}")
     workdir = Path(tempfile.mkdtemp(prefix="e4e-serve-"))
+    # Gradio fixes some of its folders when imported: point them into ours first
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
+        from e4e.serve.app import launch, require_gradio
+        from e4e.serve.core import load_editor
+        require_gradio()
         editor = load_editor(workdir, args.checkpoint, args.directions or (), n_sefa=args.sefa,
                              n_ganspace=args.ganspace, device=args.device)
         if args.align is not None:

@@ -1,4 +1,5 @@
 """e4e.serve.app through its client API: a real Gradio server on 127.0.0.1, driven with gradio_client."""
+import os
 import socket
 import threading
 from pathlib import Path
@@ -26,9 +27,11 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     editor = core.load_editor(tmp_path_factory.mktemp("serve"), ganspace_samples=2000, log=lambda *a: None)
-    app, url = web.launch(editor, port=free_port(), block=False)
-    yield editor, app, url
-    app.close()
+    with pytest.MonkeyPatch.context() as mp:  # build_app sets GRADIO_TEMP_DIR: undone after these tests
+        mp.setenv("GRADIO_TEMP_DIR", os.environ.get("GRADIO_TEMP_DIR", ""))
+        app, url = web.launch(editor, port=free_port(), block=False)
+        yield editor, app, url
+        app.close()
 
 
 def client(url, tmp_path):

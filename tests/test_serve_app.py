@@ -85,10 +85,21 @@ def test_bad_input_is_a_message_and_the_server_keeps_serving(server, tmp_path):
     assert "distortion" in status
 
 
-def test_concurrent_requests_are_queued_not_lost(server, tmp_path):
+def test_concurrent_requests_are_queued_not_lost(server, tmp_path, monkeypatch):
     editor, app, url = server
     names = [p.stem for p in core.sample_images()[:6]]
-    results = {}
+    results, running, most = {}, [0], [0]
+    real_invert = editor.invert
+
+    def counted(*args, **kwargs):  # how many inversions run at once on the shared model
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            return real_invert(*args, **kwargs)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(editor, "invert", counted)
 
     def one(i, name):
         c = client(url, tmp_path / str(i))  # one client each: separate sessions, as separate browser tabs
@@ -101,6 +112,7 @@ def test_concurrent_requests_are_queued_not_lost(server, tmp_path):
         t.join(timeout=120)
     assert sorted(results) == sorted(names)
     assert all(results[n].startswith(f"**{n}**: inverted") for n in names)
+    assert most[0] == 1  # queued: one at a time
 
 
 def test_refine_through_the_queue(server, tmp_path):

@@ -6,8 +6,8 @@ direction -> the edit, re-rendered as the slider moves; refine (optimisation / P
 bar); export -> the edited latents (.npz) and image (.png) to download.
 
 Bad input never reaches the user as a traceback: every E4EError becomes the one-line status message
-under the images and the page keeps working. Requests wait in Gradio's queue (one runs at a time: the
-model is shared), and Gradio's own uploads and caches go to the Editor's work folder
+under the images and the page keeps working. Requests wait in Gradio's queue (one runs at a time, all events in one
+concurrency group: the model is shared), and Gradio's own uploads and caches go to the Editor's work folder
 (GRADIO_TEMP_DIR), so the server writes nowhere else.
 
 Endpoints (also for gradio_client): /invert_upload, /invert_sample, /edit, /reset, /refine, /export.
@@ -136,15 +136,16 @@ def build_app(editor: Editor):
             image_file = gr.File(label="edited image (.png)", interactive=False)
 
         shown_outputs = [state, input_img, recon_img, edited_img, status]
-        upload.upload(invert_upload, [upload, align, *sliders], shown_outputs, api_name="invert_upload")
-        sample.input(invert_sample, [sample, align, *sliders], shown_outputs, api_name="invert_sample")
+        one = dict(concurrency_id="model")  # every event uses the one model: they share one queue slot
+        upload.upload(invert_upload, [upload, align, *sliders], shown_outputs, api_name="invert_upload", **one)
+        sample.input(invert_sample, [sample, align, *sliders], shown_outputs, api_name="invert_sample", **one)
         for i, s in enumerate(sliders):  # every slider runs the same edit; clients see it once, as /edit
-            s.input(edit, [state, *sliders], edited_img, trigger_mode="always_last",
+            s.input(edit, [state, *sliders], edited_img, trigger_mode="always_last", **one,
                     **(dict(api_name="edit") if i == 0 else dict(api_visibility="private")))
-        reset_btn.click(reset, state, [*sliders, edited_img], api_name="reset")
+        reset_btn.click(reset, state, [*sliders, edited_img], api_name="reset", **one)
         refine_btn.click(refine, [state, method, steps, *sliders], [state, recon_img, edited_img, status],
-                         api_name="refine")
-        export_btn.click(export, [state, *sliders], [latents_file, image_file, status], api_name="export")
+                         api_name="refine", **one)
+        export_btn.click(export, [state, *sliders], [latents_file, image_file, status], api_name="export", **one)
     app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     return app
 

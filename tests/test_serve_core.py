@@ -147,9 +147,9 @@ def test_no_image_and_alignment(tmp_path, editor, sample):
 def test_refine_lowers_distortion(editor, sample):
     inv = editor.invert(sample)
     before = {k: v.clone() for k, v in editor.inverter.decoder.state_dict().items()}
-    opt = editor.refine(inv, "optimize", steps=5, progress=False)
+    opt = editor.refine(inv, "optimize", steps=3, progress=False)
     assert opt.distortion < inv.distortion and opt.generator is None and opt.refined == "optimize"
-    pti = editor.refine(inv, "pti", steps=3, progress=False)
+    pti = editor.refine(inv, "pti", steps=2, progress=False)
     assert pti.distortion < inv.distortion and pti.generator is not None
     assert torch.equal(pti.codes, inv.codes)  # PTI keeps the pivot and tunes a generator copy...
     after = editor.inverter.decoder.state_dict()

@@ -7,7 +7,8 @@ import sys
 from e4e.errors import E4EError
 
 # Order = order in --help.
-COMMANDS = ["demo", "generate", "data", "train-generator", "convert", "train", "train-classifier", "invert", "edit", "directions", "align", "eval"]
+COMMANDS = ["demo", "generate", "data", "train-generator", "convert", "train", "train-classifier", "invert", "edit",
+            "directions", "align", "eval", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

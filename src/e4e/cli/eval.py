@@ -190,12 +190,10 @@ def cached(out: Path, key: str, fp: dict) -> dict | None:
 
 def save_cached(out: Path, key: str, fp: dict, row: dict) -> None:
     import json
-    import os
-    folder = out / CACHE
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{key}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"fingerprint": fp, "row": row}, indent=1), encoding="utf-8")
-    tmp.replace(folder / f"{key}.json")
+
+    from e4e.outputs import atomic_write
+    atomic_write(out / CACHE / f"{key}.json", lambda f: f.write(json.dumps({"fingerprint": fp, "row": row}, indent=1)),
+                 mode="w")
 
 
 def run(args) -> int:

@@ -1,0 +1,164 @@
+"""Issue #22 regression tests: every bad input is one line on stderr and a non-zero exit (or a skip with a
+reason where a batch goes on), and nothing outside the output folder is touched.
+
+Each test reproduces one failing case of the audit through the command's `main([...])`, as a user meets it.
+"""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import e4e
+from e4e.cli import main
+from e4e.errors import E4EError
+from e4e.latents import Latents, load_latents, merge_latents, read_index, save_latents
+from test_outputs import unwritable_dir
+from tiny_inverters import save_tiny
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny checkpoint, 2 images and their latents.npz."""
+    root = tmp_path_factory.mktemp("bad")
+    ckpt = save_tiny(root / "tiny.safetensors")
+    (root / "imgs").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "imgs" / f"im{i}.png")
+    inv = e4e.load(ckpt)
+    save_latents(root / "latents.npz", e4e.invert([root / "imgs"], inv))
+    return root, ckpt, inv
+
+
+def one_line_error(capsys, rc, *needles):
+    """The command failed with exit 2 and said why in exactly one stderr line, without a traceback."""
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2, err
+    assert len(lines) == 1 and lines[0].startswith("e4e: error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def evil_latents(path, names, like):
+    """A latents.npz as someone could share it: entry names chosen by its author."""
+    arrays = {n: np.asarray(like[0]) for n in names}
+    with zipfile.ZipFile(path, "w") as z:
+        for n, a in arrays.items():
+            with z.open(f"{n}.npy", "w") as f:
+                np.lib.format.write_array(f, a)
+        with z.open("__meta__.npy", "w") as f:
+            np.lib.format.write_array(f, np.array(json.dumps(like[1])))
+    return path
+
+
+# -- 1. path traversal in `e4e edit` (serious) ----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../../../escaped", "/ABS/escaped", "sub/../../escaped"])
+def test_edit_refuses_latent_names_that_leave_the_output_folder(world, tmp_path, capsys, name):
+    root, ckpt, _ = world
+    lat = load_latents(root / "latents.npz")
+    name = name.replace("/ABS", str(tmp_path))
+    evil = evil_latents(tmp_path / "evil.npz", ["ok", name], (lat.codes[0].numpy(), lat.meta))
+    out = tmp_path / "deep" / "er" / "out"
+    rc = main(["edit", str(evil), "-o", str(out), "--checkpoint", str(ckpt), "--sefa", "0", "--strength", "1", "-q"])
+    one_line_error(capsys, rc, "not a safe output name")
+    assert not list(tmp_path.rglob("escaped*"))  # nothing written anywhere
+    assert not out.exists()  # refused while reading, before any output
+    with pytest.raises(E4EError, match="not a safe output name"):
+        read_index(evil)
+    with pytest.raises(E4EError, match="not a safe output name"):
+        merge_latents(tmp_path / "merged.npz", [evil], {})
+    with pytest.raises(E4EError, match="not a safe output name"):
+        Latents([name], torch.zeros(1, 8, 32))
+
+
+def test_invert_names_outputs_inside_the_folder(world, tmp_path):
+    from e4e.cli.invert import recon_path
+    assert recon_path(tmp_path, "sub/a") == tmp_path / "recon" / "sub" / "a.png"
+    with pytest.raises(E4EError):
+        recon_path(tmp_path, "../a")
+
+
+# -- 3. `e4e align` goes on after an unreadable image ---------------------------------------------------
+
+class FixedFace:
+    """A landmark detector that finds one face (5 points) in any image."""
+
+    def __call__(self, image):
+        w, h = image.size
+        pts = np.array([[0.35, 0.4], [0.65, 0.4], [0.5, 0.55], [0.38, 0.7], [0.62, 0.7]]) * [w, h]
+        return [pts]
+
+
+def test_align_skips_unreadable_images_and_aligns_the_rest(tmp_path, capsys, monkeypatch):
+    import e4e.align
+    monkeypatch.setattr(e4e.align, "load_detector", lambda backend, landmarks=None: FixedFace())
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a_broken.png").write_bytes(b"not an image")
+    Image.new("RGB", (100, 100), "gray").save(src / "b_fine.png")
+    out = tmp_path / "out"
+    assert main(["align", str(src), "-o", str(out), "--size", "32"]) == 0
+    cap = capsys.readouterr()
+    assert "skipped" in cap.err and "a_broken.png" in cap.err and "Traceback" not in cap.err
+    assert "1 unreadable, skipped" in cap.out
+    assert sorted(p.name for p in out.iterdir()) == ["b_fine.png"]
+    assert main(["align", str(src / "a_broken.png"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "skipped" in err[0] and err[1].startswith("e4e: error: ") and "1 unreadable" in err[1]
+
+
+# -- 6. output paths that cannot be written: one line, before the work ----------------------------------
+
+def output_cases(root, ckpt):
+    return {
+        "invert": ["invert", str(root / "imgs"), "--checkpoint", str(ckpt), "-q", "-o"],
+        "edit": ["edit", str(root / "latents.npz"), "--checkpoint", str(ckpt), "--sefa", "0", "--strength", "1",
+                 "-q", "-o"],
+        "generate": ["generate", "--checkpoint", str(ckpt), "--seeds", "0-1", "--device", "cpu", "-o"],
+        "convert": ["convert", str(ckpt)],
+    }
+
+
+@pytest.mark.parametrize("command", ["invert", "edit", "generate", "convert"])
+def test_output_that_is_a_file_or_unwritable_is_one_line(world, tmp_path, capsys, command):
+    root, ckpt, _ = world
+    args = output_cases(root, ckpt)[command]
+    a_file = tmp_path / "taken"
+    a_file.write_text("precious")
+    if command == "convert":
+        (tmp_path / "dir.safetensors").mkdir()
+        one_line_error(capsys, main(args + [str(tmp_path / "dir.safetensors"), "--overwrite"]), "it is a folder")
+        one_line_error(capsys, main(args + [str(a_file / "x.safetensors")]), "cannot write to")
+        one_line_error(capsys, main(args + [str(unwritable_dir(tmp_path) / "x.safetensors")]), "cannot write to")
+        return
+    one_line_error(capsys, main(args + [str(a_file)]), "cannot write to", "it is a file")
+    assert a_file.read_text() == "precious"
+    one_line_error(capsys, main(args + [str(a_file / "sub")]), "cannot write to")
+    one_line_error(capsys, main(args + [str(unwritable_dir(tmp_path) / "sub")]), "cannot write to")
+
+
+def test_unwritable_output_is_detected_before_the_work(world, tmp_path, capsys, monkeypatch):
+    """The model is never loaded when -o cannot be written."""
+    import e4e.api
+    root, ckpt, _ = world
+    monkeypatch.setattr(e4e.api, "load", lambda *a, **k: pytest.fail("loaded the model before checking -o"))
+    (tmp_path / "taken").write_text("x")
+    rc = main(["invert", str(root / "imgs"), "--checkpoint", str(ckpt), "-q", "-o", str(tmp_path / "taken")])
+    one_line_error(capsys, rc, "cannot write to")
+
+
+def test_oserror_escaping_a_command_is_one_line(capsys, monkeypatch):
+    import e4e.cli.generate as gen
+
+    def boom(args):
+        raise PermissionError(13, "Permission denied", "/somewhere/grid.png")
+    monkeypatch.setattr(gen, "run", boom)
+    monkeypatch.setattr(gen, "register", lambda sub: sub.add_parser("generate").set_defaults(func=boom))
+    one_line_error(capsys, main(["generate"]), "/somewhere/grid.png: Permission denied")

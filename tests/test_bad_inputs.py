@@ -162,3 +162,82 @@ def test_oserror_escaping_a_command_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr(gen, "run", boom)
     monkeypatch.setattr(gen, "register", lambda sub: sub.add_parser("generate").set_defaults(func=boom))
     one_line_error(capsys, main(["generate"]), "/somewhere/grid.png: Permission denied")
+
+
+# -- 4, 6, 7. the e4e trainer: existing runs, bad options, bad checkpoints, log rows after a resume ------
+
+from test_train_e4e import config as train_config  # noqa: E402
+from test_train_e4e import tiny_world  # noqa: E402,F401  (fixture)
+
+
+def train_yaml(world, exp, path, **kw):
+    import dataclasses
+
+    import yaml
+    cfg = dataclasses.asdict(train_config(world, exp, **kw))
+    path.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if v is not None}))
+    return str(path)
+
+
+def log_steps(exp):
+    return [json.loads(line)["step"] for line in open(exp / "log.jsonl") if '"val"' not in line]
+
+
+def test_e4e_train_refuses_to_restart_a_run_and_resume_keeps_the_log_clean(tiny_world, tmp_path, capsys):
+    exp = tmp_path / "run"
+    cfg2 = train_yaml(tiny_world, exp, tmp_path / "a.yaml", max_steps=2)
+    assert main(["train", "--config", cfg2]) == 0
+    capsys.readouterr()
+    before = (exp / "checkpoints" / "last.pt").read_bytes()
+    one_line_error(capsys, main(["train", "--config", cfg2]), "already holds a run", "--resume")
+    assert (exp / "checkpoints" / "last.pt").read_bytes() == before  # nothing overwritten
+    # a row logged after the last checkpoint (as when killed between the two): replayed steps must not repeat
+    with open(exp / "log.jsonl", "a") as f:
+        f.write(json.dumps({"loss": 1.0, "step": 3}) + "\n" + '{"loss": 0.5, "st')  # and a torn last line
+    cfg4 = train_yaml(tiny_world, exp, tmp_path / "b.yaml", max_steps=4)
+    assert main(["train", "--config", cfg4, "--resume"]) == 0
+    assert log_steps(exp) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("option", ["board_interval=0", "learning_rate=-1", "save_interval=-1", "val_interval=0",
+                                     "image_interval=0", "test_batch_size=0", "l2_lambda=nan"])
+def test_e4e_train_bad_option_values_are_one_line(tiny_world, tmp_path, capsys, option):
+    cfg = train_yaml(tiny_world, tmp_path / "run", tmp_path / "c.yaml")
+    one_line_error(capsys, main(["train", "--config", cfg, "--set", option]), option.split("=")[0])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content", ["wrong_layout", "truncated", "wrong_model"])
+def test_e4e_train_resume_from_a_bad_last_pt_is_one_line(tiny_world, tmp_path, capsys, content):
+    exp = tmp_path / "run"
+    cfg = train_yaml(tiny_world, exp, tmp_path / "c.yaml", max_steps=1)
+    last = exp / "checkpoints" / "last.pt"
+    if content == "wrong_model":  # a run of a deeper encoder
+        assert main(["train", "--config", train_yaml(tiny_world, exp, tmp_path / "w.yaml", max_steps=1,
+                                                     encoder_units=[1, 1, 2, 1])]) == 0
+        capsys.readouterr()
+        needle = "encoder: "
+    else:
+        last.parent.mkdir(parents=True)
+        torch.save({"state_dict": {}, "something": 1} if content == "wrong_layout" else {"x": torch.zeros(1000)}, last)
+        if content == "truncated":
+            last.write_bytes(last.read_bytes()[:300])
+        needle = "not a resumable checkpoint" if content == "wrong_layout" else "truncated"
+    one_line_error(capsys, main(["train", "--config", cfg, "--resume"]), str(last), needle)
+
+
+def test_bad_device_is_one_line(world, tiny_world, tmp_path, capsys):
+    root, ckpt, _ = world
+    for args in (["invert", str(root / "imgs"), "--checkpoint", str(ckpt), "-o", str(tmp_path / "i")],
+                 ["generate", "--checkpoint", str(ckpt), "-o", str(tmp_path / "g")],
+                 ["train", "--config", train_yaml(tiny_world, tmp_path / "t", tmp_path / "t.yaml")]):
+        one_line_error(capsys, main(args + ["--device", "bogus"]), "bogus")
+
+
+@pytest.mark.parametrize("option", ["--batch=0", "--steps=0", "--size=-5", "save_every=0", "lr=-1", "log_every=0"])
+def test_train_generator_bad_values_are_one_line(tmp_path, capsys, option):
+    (tmp_path / "data").mkdir()
+    args = ["train-generator", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")]
+    args += [option] if option.startswith("--") else ["--set", option]
+    one_line_error(capsys, main(args), option.lstrip("-").split("=")[0])
+    assert not (tmp_path / "run").exists()

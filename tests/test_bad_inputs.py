@@ -4,6 +4,7 @@ reason where a batch goes on), and nothing outside the output folder is touched.
 Each test reproduces one failing case of the audit through the command's `main([...])`, as a user meets it.
 """
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -241,3 +242,115 @@ def test_train_generator_bad_values_are_one_line(tmp_path, capsys, option):
     args += [option] if option.startswith("--") else ["--set", option]
     one_line_error(capsys, main(args), option.lstrip("-").split("=")[0])
     assert not (tmp_path / "run").exists()
+
+
+# -- 6. crafted or truncated files ----------------------------------------------------------------------
+
+def crafted_native(path, src, **meta_changes):
+    """A copy of an e4e .safetensors file with its metadata entries replaced (None: removed)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    with safe_open(str(src), "pt") as f:
+        meta = dict(f.metadata())
+    for k, v in meta_changes.items():
+        meta.pop(k) if v is None else meta.__setitem__(k, v)
+    save_file(load_file(str(src)), str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("change", [dict(parts=None), dict(parts="{not json"), dict(parts="5"), dict(parts="[1, 2]"),
+                                    dict(configs="[]"), dict(configs='{"encoder": 3}'),
+                                    dict(configs='{"encoder": {"bogus": 1}, "generator": {}}'), dict(info="[1]")])
+def test_crafted_safetensors_metadata_is_one_line(world, tmp_path, capsys, change):
+    root, ckpt, _ = world
+    bad = crafted_native(tmp_path / "crafted.safetensors", ckpt, **change)
+    one_line_error(capsys, main(["convert", str(bad)]), "crafted.safetensors", "metadata")
+    one_line_error(capsys, main(["invert", str(root / "imgs"), "--checkpoint", str(bad), "-o", str(tmp_path / "o"),
+                                 "-q"]), "crafted.safetensors", "metadata")
+
+
+def test_truncated_checkpoints_say_truncated(world, tmp_path, capsys):
+    from e4e.checkpoints import save_rosinality
+    root, ckpt, inv = world
+    save_rosinality(tmp_path / "g.pt", inv.decoder)
+    data = (tmp_path / "g.pt").read_bytes()
+    for i, cut in enumerate((len(data) // 3, len(data) - 30)):
+        (tmp_path / f"cut{i}.pt").write_bytes(data[:cut])
+        line = one_line_error(capsys, main(["generate", "--checkpoint", str(tmp_path / f"cut{i}.pt"), "-o",
+                                            str(tmp_path / "g")]), "truncated")
+        assert "Invalid argument" not in line
+
+
+def test_truncated_ganspace_npz_is_one_line(world, tmp_path, capsys):
+    root, ckpt, _ = world
+    pca = tmp_path / "pca.npz"
+    np.savez(pca, lat_mean=np.zeros((1, 32)), lat_comp=np.eye(32)[:4, None], lat_stdev=np.ones(4))
+    data = pca.read_bytes()
+    for cut in (len(data) // 2, len(data) - 10):
+        pca.write_bytes(data[:cut])
+        rc = main(["edit", str(root / "latents.npz"), "-o", str(tmp_path / "e"), "--checkpoint", str(ckpt),
+                   "--ganspace", str(pca), "--edit", "0,0,2,1", "-q"])
+        one_line_error(capsys, rc, "pca.npz")
+
+
+# -- 6, 7. bad numbers: sizes, batch sizes, NaN ---------------------------------------------------------
+
+def test_bad_sizes_and_batch_sizes_are_one_line(world, tmp_path, capsys):
+    root, ckpt, _ = world
+    inv_args = ["invert", str(root / "imgs"), "--checkpoint", str(ckpt), "-o", str(tmp_path / "i"), "-q"]
+    edit_args = ["edit", str(root / "latents.npz"), "--checkpoint", str(ckpt), "--sefa", "0", "--strength", "1",
+                 "-o", str(tmp_path / "e"), "-q"]
+    gen_args = ["generate", "--checkpoint", str(ckpt), "-o", str(tmp_path / "g"), "--device", "cpu"]
+    for args, needle in ((inv_args + ["--size", "-5"], "--size"), (edit_args + ["--size", "-5"], "--size"),
+                         (["align", str(root / "imgs"), "-o", str(tmp_path / "a"), "--size", "-5"], "--size"),
+                         (inv_args + ["--batch-size", "0"], "--batch-size"),
+                         (edit_args + ["--batch-size", "0"], "--batch-size"),
+                         (gen_args + ["--batch-size", "0"], "--batch-size")):
+        one_line_error(capsys, main(args), needle)
+    assert not any((tmp_path / d).exists() for d in "ieg")
+
+
+def test_invert_with_only_bad_inputs_fails_and_writes_no_latents(world, tmp_path, capsys):
+    root, ckpt, _ = world
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.png").write_bytes(b"nope")
+    (tmp_path / "bad" / "b.jpg").write_bytes(b"\xff\xd8\xff broken")
+    out = tmp_path / "out"
+    assert main(["invert", str(tmp_path / "bad"), "--checkpoint", str(ckpt), "-o", str(out), "-q"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out.count("skipped") == 2 and "Traceback" not in cap.err
+    assert cap.err.startswith("e4e: error: none of the 2 input(s)") and len(cap.err.splitlines()) == 1
+    assert not (out / "latents.npz").exists()
+
+
+def test_nan_latents_and_strengths_are_refused(world, tmp_path, capsys):
+    root, ckpt, inv = world
+    lat = load_latents(root / "latents.npz")
+    codes = lat.codes.clone()
+    codes[1, 2, 3] = float("nan")
+    save_latents(tmp_path / "nan.npz", Latents(lat.names, codes, lat.meta))
+    base = ["--checkpoint", str(ckpt), "-o", str(tmp_path / "e"), "-q"]
+    one_line_error(capsys, main(["edit", str(tmp_path / "nan.npz"), "--sefa", "0", "--strength", "1", *base]),
+                   "NaN", lat.names[1])
+    good = str(root / "latents.npz")
+    one_line_error(capsys, main(["edit", good, "--sefa", "0", "--strength", "nan", *base]), "--strength")
+    one_line_error(capsys, main(["edit", good, "--sefa", "0", "--sweep=nan:1:3", *base]), "--sweep")
+    one_line_error(capsys, main(["edit", good, "--ganspace-fit", "50", "--edit", "0,0,2,inf", *base]), "finite")
+    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").rglob("*.png"))
+    with pytest.raises(E4EError, match="finite"):
+        e4e.edit(lat, direction=torch.ones(32), strength=float("nan"))
+
+
+@pytest.mark.parametrize("images, kw, needle", [
+    (torch.zeros(2, 32, 32), {}, "(B, 3, H, W)"),
+    (torch.zeros(2, 1, 32, 32), {}, "(B, 3, H, W)"),
+    (torch.zeros(0, 3, 32, 32), {}, "(B, 3, H, W)"),
+    (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), {}, "float"),
+    (torch.full((1, 3, 32, 32), float("nan")), {}, "NaN"),
+    (torch.zeros(2, 3, 32, 32), {"batch_size": 0}, "batch_size"),
+    (torch.zeros(2, 3, 32, 32), {"fit": "squash"}, "fit"),
+])
+def test_api_invert_bad_arguments_raise_e4e_error(world, images, kw, needle):
+    _, _, inv = world
+    with pytest.raises(E4EError, match=re.escape(needle)):
+        e4e.invert(images, inv, **kw)

@@ -75,9 +75,18 @@ def invert(images, inverter=None, batch_size: int = 8, fit: str = "crop") -> Lat
     """Image files / folders / globs, PIL images or a (B,3,H,W) tensor in [-1,1] -> Latents.
     Bad files raise E4EError (the `e4e invert` command skips them instead)."""
     from e4e.imageio import iter_image_paths, load_image, to_tensor
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise E4EError(f"invert: batch_size must be a positive integer, got {batch_size!r}")
+    if fit not in ("crop", "pad", "stretch"):
+        raise E4EError(f"invert: fit must be crop, pad or stretch, got {fit!r}")
     inv = inverter if inverter is not None else load()
     dev = next(inv.parameters()).device
     if torch.is_tensor(images):
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0 or not images.is_floating_point():
+            raise E4EError(f"invert: a tensor must be a float batch (B, 3, H, W) in [-1, 1], got "
+                           f"{images.dtype} {tuple(images.shape)}")
+        if not torch.isfinite(images).all():
+            raise E4EError("invert: the image tensor holds NaN or infinite values")
         names, batches = [str(i) for i in range(images.shape[0])], list(images.split(batch_size))
     else:
         items = images if isinstance(images, (list, tuple)) else [images]

@@ -193,14 +193,18 @@ def resolve_edit(spec: str, presets: dict | None = None) -> tuple[int, int, int,
     """'pc,start,end,strength' or a preset name (optionally 'name=strength') -> an edit tuple."""
     presets = presets if presets is not None else {k: v for p in PRESETS.values() for k, v in p.items()}
     name, _, value = spec.partition("=")
-    if name in presets:
-        pc, start, end, strength = presets[name]
-        return pc, start, end, float(value) if value else float(strength)
-    parts = spec.split(",")
     try:
-        if len(parts) != 4:
-            raise ValueError
-        return int(parts[0]), int(parts[1]), int(parts[2]), float(parts[3])
+        if name in presets:
+            pc, start, end, strength = presets[name]
+            edit = pc, start, end, float(value) if value else float(strength)
+        else:
+            parts = spec.split(",")
+            if len(parts) != 4:
+                raise ValueError
+            edit = int(parts[0]), int(parts[1]), int(parts[2]), float(parts[3])
+        if not math.isfinite(edit[3]):
+            raise E4EError(f"GANSpace edit {spec!r}: the strength must be a finite number")
+        return edit
     except ValueError:
         raise E4EError(f"GANSpace edit {spec!r}: expected 'pc,start,end,strength' or one of "
                        f"{', '.join(sorted(presets))}") from None

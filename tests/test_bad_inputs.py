@@ -354,3 +354,48 @@ def test_api_invert_bad_arguments_raise_e4e_error(world, images, kw, needle):
     _, _, inv = world
     with pytest.raises(E4EError, match=re.escape(needle)):
         e4e.invert(images, inv, **kw)
+
+
+KILLED_RUN = """
+import json, os, signal, sys
+from e4e.train.e4e import E4ETrainConfig, E4ETrainer, train_e4e
+cfg = E4ETrainConfig(**json.loads(sys.argv[1]))
+loss = E4ETrainer.encoder_loss
+def dying(self, *a, **k):  # kill -9 while computing step 6: rows of step 5 logged, last.pt at step 4
+    if self.step == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return loss(self, *a, **k)
+E4ETrainer.encoder_loss = dying
+train_e4e(cfg, log=lambda *a: None)
+"""
+
+
+@pytest.mark.slow
+def test_e4e_train_resumes_bit_identically_after_kill_9(tiny_world, tmp_path, capsys):
+    import dataclasses
+    import os
+    import signal
+    import subprocess
+    import sys
+    kw = dict(max_steps=7, save_interval=2, progressive_start=2, progressive_step_every=2, w_discriminator_lambda=0.1,
+              use_w_pool=True, w_pool_size=3, d_reg_every=2)
+    straight = tmp_path / "straight"
+    assert main(["train", "--config", train_yaml(tiny_world, straight, tmp_path / "s.yaml", **kw)]) == 0
+    killed = tmp_path / "killed"
+    cfg = dataclasses.asdict(train_config(tiny_world, killed, **kw))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, json.dumps(cfg)], env=env, capture_output=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["global_step"] == 4
+    assert log_steps(killed)[-1] == 5  # logged past the checkpoint before dying
+    assert main(["train", "--config", train_yaml(tiny_world, killed, tmp_path / "k.yaml", **kw), "--resume"]) == 0
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
+    for part in ("state_dict", "discriminator_state_dict"):
+        for k, v in a[part].items():
+            assert torch.equal(v, b[part][k]), (part, k)
+    assert log_steps(killed) == log_steps(straight) == list(range(1, 8))
+    rows = lambda exp: [json.loads(line) for line in open(exp / "log.jsonl")]  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("steps_per_s", "time_s")}  # noqa: E731
+    assert [strip(r) for r in rows(killed)] == [strip(r) for r in rows(straight)]  # same losses, row for row

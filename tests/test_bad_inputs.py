@@ -145,6 +145,16 @@ def test_output_that_is_a_file_or_unwritable_is_one_line(world, tmp_path, capsys
     one_line_error(capsys, main(args + [str(unwritable_dir(tmp_path) / "sub")]), "cannot write to")
 
 
+def test_direction_and_eval_outputs_are_checked_first(world, tmp_path, capsys):
+    root, ckpt, _ = world
+    (tmp_path / "taken").write_text("x")
+    for args in (["directions", "sefa", "--checkpoint", str(ckpt), "-o", str(tmp_path / "taken" / "d.pt")],
+                 ["directions", "ganspace", "--checkpoint", str(ckpt), "-o", str(tmp_path)],
+                 ["eval", str(root / "imgs"), "--checkpoint", str(ckpt), "--methods", "e4e", "-o",
+                  str(tmp_path / "taken")]):
+        one_line_error(capsys, main(args), "cannot write")
+
+
 def test_unwritable_output_is_detected_before_the_work(world, tmp_path, capsys, monkeypatch):
     """The model is never loaded when -o cannot be written."""
     import e4e.api

@@ -214,6 +214,8 @@ def run(args) -> int:
         raise E4EError("--batch-size and --directions must be at least 1, --w-samples at least 2, "
                        "--generator-samples at least 0")
     device = resolve_device(args.device)
+    from e4e.outputs import writable_dir
+    out = writable_dir(args.output)  # before the models load: a bad -o costs one line
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -227,8 +229,6 @@ def run(args) -> int:
                        batch_size=args.batch_size, strengths=strengths, n_directions=args.directions,
                        w_samples=args.w_samples, refine_limit=args.refine_limit, edit_limit=args.edit_limit,
                        seed=args.seed)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     if not args.quiet:
         print(f"evaluating {', '.join(methods)} on {len(names)} images ({images.shape[-1]} px) on {device}")
     if args.overwrite and (out / CACHE).is_dir():

@@ -79,6 +79,20 @@ def test_edit_refuses_latent_names_that_leave_the_output_folder(world, tmp_path,
         Latents([name], torch.zeros(1, 8, 32))
 
 
+def test_invert_of_odd_but_legal_file_names_gives_safe_names(world, tmp_path, capsys):
+    root, ckpt, _ = world
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("we\\ird.png", "C:x.png"):  # legal on Linux, unsafe as output names elsewhere
+        (src / name).write_bytes((root / "imgs" / "im0.png").read_bytes())
+    out = tmp_path / "out"
+    assert main(["invert", str(src), "--checkpoint", str(ckpt), "-o", str(out), "-q"]) == 0, capsys.readouterr().err
+    assert sorted(load_latents(out / "latents.npz").names) == ["C_x", "we_ird"]
+    assert main(["edit", str(out / "latents.npz"), "--checkpoint", str(ckpt), "-o", str(tmp_path / "e"),
+                 "--sefa", "0", "--strength", "1", "-q"]) == 0
+    assert (tmp_path / "e" / "original" / "we_ird.png").is_file()
+
+
 def test_invert_names_outputs_inside_the_folder(world, tmp_path):
     from e4e.cli.invert import recon_path
     assert recon_path(tmp_path, "sub/a") == tmp_path / "recon" / "sub" / "a.png"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from e4e.errors import E4EError
-from e4e.outputs import atomic_torch_save, atomic_write, check_name, safe_output_path, writable_dir, writable_file
+from e4e.outputs import (atomic_torch_save, atomic_write, check_name, safe_name, safe_output_path, writable_dir,
+                         writable_file)
 
 
 def test_atomic_write_fsyncs_the_file_before_the_rename(tmp_path, monkeypatch):
@@ -55,6 +56,12 @@ def test_check_name_refuses_names_that_leave_the_folder(name):
 @pytest.mark.parametrize("name", ["a", "sub/c", "x~2", "img.v2", "pic:1", "..hidden", "a..b"])
 def test_check_name_keeps_ordinary_names(name):
     assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["C:evil", "a\\b", "sub/x\\y", "plain", "d:/x"])
+def test_safe_name_makes_walked_names_acceptable(name):
+    assert check_name(safe_name(name)) == safe_name(name)
+    assert safe_name("plain/sub") == "plain/sub"
 
 
 def test_safe_output_path_stays_inside_the_folder(tmp_path):

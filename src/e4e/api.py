@@ -98,7 +98,8 @@ def invert(images, inverter=None, batch_size: int = 8, fit: str = "crop") -> Lat
             loaded = [_prepare_pil(im, inv.input_size, fit) for im in pil]
         else:
             paths = list(iter_image_paths(items))
-            names = _unique([p.stem for p in paths])
+            from e4e.outputs import safe_name
+            names = _unique([safe_name(p.stem) for p in paths])
             loaded = [load_image(p, inv.input_size, fit=fit) for p in paths]
         batches = [to_tensor(loaded[i:i + batch_size]) for i in range(0, len(loaded), batch_size)]
     codes = [inv.encode(b.to(dev)).float().cpu() for b in batches]

@@ -82,6 +82,14 @@ def check_name(name: str, where: str = "name") -> str:
     return text
 
 
+def safe_name(text: str) -> str:
+    """An input-derived name (a relative path from a folder walk) made acceptable to check_name: the
+    characters that are legal in Linux file names but unsafe in output paths (backslash, a leading
+    drive letter) become '_'. Names from a folder walk never hold '..' or absolute parts."""
+    text = text.replace("\\", "_").replace("\x00", "_")
+    return text[0] + "_" + text[2:] if re.match(r"[A-Za-z]:", text) else text
+
+
 def safe_output_path(out_dir, *parts: str) -> Path:
     """out_dir / parts... after checking every part, and that the result stays inside out_dir."""
     out_dir = Path(out_dir)

@@ -27,6 +27,7 @@ def collect_inputs(inputs, exclude: Path | None = None) -> list[tuple[Path, str]
     """Expand files, folders and globs into (path, name) pairs. Names are the path relative to the folder
     given, or the stem of a file given by itself, without extension; clashes get the extension, then ~N."""
     from e4e.imageio import iter_image_paths
+    from e4e.outputs import safe_name
     seen, pairs = set(), []
     skip = os.path.abspath(exclude) + os.sep if exclude else None
     for item in inputs:
@@ -36,7 +37,8 @@ def collect_inputs(inputs, exclude: Path | None = None) -> list[tuple[Path, str]
             if key in seen or (skip and key.startswith(os.path.normcase(skip))):
                 continue  # our own outputs (-o inside an input folder) are never inputs
             seen.add(key)
-            pairs.append((p, (p.relative_to(folder).with_suffix("") if folder else Path(p.stem)).as_posix()))
+            name = (p.relative_to(folder).with_suffix("") if folder else Path(p.stem)).as_posix()
+            pairs.append((p, safe_name(name)))
     clashes = Counter(n for _, n in pairs)
     out, used = [], set()
     for p, n in pairs:

@@ -99,8 +99,8 @@ def test_fewer_images_than_the_batch_is_an_error_not_a_hang(tmp_path):
             train_gan(cfg(tmp_path, out=str(tmp_path / impl), steps=2, impl=impl))
 
 
-@pytest.mark.parametrize("kw,msg", [({"batch": 0}, "batch must be >= 1"), ({"save_every": 0}, "save_every"),
-                                    ({"lr": -1.0}, "lr must be > 0"), ({"impl": "cuda"}, "impl must be"),
+@pytest.mark.parametrize("kw,msg", [({"batch": 0}, "batch=0 must be >= 1"), ({"save_every": 0}, "save_every"),
+                                    ({"lr": -1.0}, "lr=-1.0 must be a positive"), ({"impl": "cuda"}, "impl='cuda' must"),
                                     ({"augment": "colour"}, "unknown augment")])
 def test_bad_options_are_one_line(tmp_path, kw, msg):
     with pytest.raises(E4EError, match=msg):
@@ -175,3 +175,9 @@ def test_diff_augment_is_differentiable_and_seeded():
     # translation alone moves content but keeps values from the image or the zero padding
     t = diff_augment(x.detach(), "translation", torch.Generator().manual_seed(2))
     assert set(torch.unique(t).tolist()) <= set(torch.unique(x.detach()).tolist()) | {0.0}
+
+
+def test_compile_on_off_survive_yaml_overrides():
+    from e4e.train.config import build_config
+    assert build_config(GANTrainConfig, None, ["compile=off"]).compile == "off"
+    assert build_config(GANTrainConfig, None, ["compile=on"]).compile == "on"

@@ -175,19 +175,26 @@ def align_image(image: Image.Image, detector: LandmarkDetector, output_size: int
 def align_files(paths, out_dir: str | os.PathLike, detector: LandmarkDetector, output_size: int = E4E_SIZES[0],
                 transform_size: int | None = None, max_faces: int | None = 1):
     """Align every image file into out_dir as <stem>.png (<stem>_<k>.png for further faces).
-    Yields (source path, list of written paths); an empty list means no face was found."""
+    Yields (source path, list of written paths, reason): an unreadable image is skipped with its reason
+    (and the others still aligned); an empty list and no reason means no face was found."""
     from e4e.imageio import load_image
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from e4e.outputs import safe_output_path, writable_dir
+    out_dir = writable_dir(out_dir)
     used: set[str] = set()
     for path in paths:
-        faces = align_image(load_image(path), detector, output_size, transform_size, max_faces)
+        try:
+            image = load_image(path)
+        except E4EError as e:
+            yield path, [], str(e)
+            continue
+        faces = align_image(image, detector, output_size, transform_size, max_faces)
         written = []
         for k, face in enumerate(faces):
             name = _unique(path.stem if k == 0 else f"{path.stem}_{k}", used)
-            face.save(out_dir / f"{name}.png")
-            written.append(out_dir / f"{name}.png")
-        yield path, written
+            dst = safe_output_path(out_dir, f"{name}.png")
+            face.save(dst)
+            written.append(dst)
+        yield path, written, None
 
 
 def _unique(stem: str, used: set[str]) -> str:

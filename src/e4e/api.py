@@ -32,9 +32,16 @@ def checkpoint_path(checkpoint=None) -> Path:
 def resolve_device(device=None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise E4EError(f"device {device!r}: not a device (use cpu, cuda, cuda:1, mps ...)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise E4EError(f"device {device!r}: CUDA is not available here (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise E4EError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise E4EError(f"device {device!r}: unsupported device type (use cpu or cuda)")
     return dev
 
 
@@ -68,9 +75,18 @@ def invert(images, inverter=None, batch_size: int = 8, fit: str = "crop") -> Lat
     """Image files / folders / globs, PIL images or a (B,3,H,W) tensor in [-1,1] -> Latents.
     Bad files raise E4EError (the `e4e invert` command skips them instead)."""
     from e4e.imageio import iter_image_paths, load_image, to_tensor
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise E4EError(f"invert: batch_size must be a positive integer, got {batch_size!r}")
+    if fit not in ("crop", "pad", "stretch"):
+        raise E4EError(f"invert: fit must be crop, pad or stretch, got {fit!r}")
     inv = inverter if inverter is not None else load()
     dev = next(inv.parameters()).device
     if torch.is_tensor(images):
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0 or not images.is_floating_point():
+            raise E4EError(f"invert: a tensor must be a float batch (B, 3, H, W) in [-1, 1], got "
+                           f"{images.dtype} {tuple(images.shape)}")
+        if not torch.isfinite(images).all():
+            raise E4EError("invert: the image tensor holds NaN or infinite values")
         names, batches = [str(i) for i in range(images.shape[0])], list(images.split(batch_size))
     else:
         items = images if isinstance(images, (list, tuple)) else [images]
@@ -82,7 +98,8 @@ def invert(images, inverter=None, batch_size: int = 8, fit: str = "crop") -> Lat
             loaded = [_prepare_pil(im, inv.input_size, fit) for im in pil]
         else:
             paths = list(iter_image_paths(items))
-            names = _unique([p.stem for p in paths])
+            from e4e.outputs import safe_name
+            names = _unique([safe_name(p.stem) for p in paths])
             loaded = [load_image(p, inv.input_size, fit=fit) for p in paths]
         batches = [to_tensor(loaded[i:i + batch_size]) for i in range(0, len(loaded), batch_size)]
     codes = [inv.encode(b.to(dev)).float().cpu() for b in batches]

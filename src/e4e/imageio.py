@@ -246,8 +246,11 @@ def make_grid(images: torch.Tensor | Sequence[Image.Image], nrow: int = 8, paddi
 
 def save_grid(images: torch.Tensor | Sequence[Image.Image], path: str | os.PathLike, nrow: int = 8,
               padding: int = 2, pad_color: Color = "black") -> Path:
-    """Save a grid of images (tensor (N,3,H,W) in [-1,1] or PIL images); creates parent folders."""
+    """Save a grid of images (tensor (N,3,H,W) in [-1,1] or PIL images) atomically; creates parent folders."""
+    from e4e.outputs import atomic_write
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    make_grid(images, nrow, padding, pad_color).save(path)
-    return path
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise E4EError(f"{path}: unknown image format {path.suffix!r} (use .png or .jpg)")
+    grid = make_grid(images, nrow, padding, pad_color)
+    return atomic_write(path, lambda f: grid.save(f, format=fmt))

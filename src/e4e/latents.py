@@ -8,14 +8,15 @@ Plain numpy, readable with `np.load(path, allow_pickle=False)`:
                  "generator": {"size", "n_styles", "style_dim"}, ...}
 
 Names are image paths without their extension, relative to the folder given (a file given by itself
-is named by its stem), so they may hold "/". The checkpoint identity is the sha256 of the whole file:
-it costs a few seconds on a 1 GB official checkpoint and is computed once per file per process.
+is named by its stem), so they may hold "/". They become output paths (`e4e edit` writes
+DIR/<edit>/<name>.png), so reading or building latents refuses names that would leave the output folder
+(absolute, '..', '\\'). The checkpoint identity is the sha256 of the whole file: it costs a few seconds
+on a 1 GB official checkpoint and is computed once per file per process.
 Editing refuses latents whose generator shape differs from the checkpoint's, and (unless forced) latents
 made with another checkpoint file, since codes of one generator mean nothing to another.
 """
 import hashlib
 import json
-import os
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from e4e.errors import E4EError
+from e4e.outputs import atomic_write, check_name
 
 FORMAT = "e4e.latents.v1"
 META_KEY = "__meta__"
@@ -74,6 +76,8 @@ class Latents:
             raise E4EError("latents: image names must be unique")
         if META_KEY in self.names:
             raise E4EError(f"latents: {META_KEY!r} is reserved, not an image name")
+        for n in self.names:  # names become output paths (e4e edit): a shared file must not write outside -o
+            check_name(n, "latents: image name")
 
     def __len__(self) -> int:
         return len(self.names)
@@ -89,12 +93,6 @@ class Latents:
         return Latents([self.names[i] for i in idx], self.codes[idx], dict(self.meta))
 
 
-def _atomic_zip(path: Path):
-    """Write a zip (an .npz) to a temp file, renamed over `path` only once complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def _write_array(z: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
     with z.open(f"{name}.npy", "w", force_zip64=True) as f:
         np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
@@ -107,17 +105,13 @@ def save_latents(path, latents: Latents | dict, meta: dict | None = None) -> Pat
         latents = Latents(list(latents), torch.stack([torch.as_tensor(v).float() for v in latents.values()])
                           if latents else torch.zeros(0, 0, 0), meta or {})
     meta = {**latents.meta, **(meta or {}), "format": FORMAT}
-    path = Path(path)
-    tmp = _atomic_zip(path)
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
             for i, name in enumerate(latents.names):
                 _write_array(z, name, latents.codes[i].detach().cpu().numpy().astype(np.float32))
             _write_array(z, META_KEY, np.array(json.dumps(meta)))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, write)
 
 
 def read_index(path) -> tuple[list[str], dict]:
@@ -129,6 +123,8 @@ def read_index(path) -> tuple[list[str], dict]:
             meta = json.loads(str(z[META_KEY])) if META_KEY in z.files else {}
     except Exception as e:
         raise E4EError(f"{path}: not a latents .npz file ({' '.join(str(e).split()) or type(e).__name__})") from None
+    for n in names:
+        check_name(n, f"{path}: image name")
     return names, meta
 
 
@@ -136,11 +132,10 @@ def merge_latents(path, sources, meta: dict) -> list[str]:
     """Concatenate latents files into `path` (atomically), streaming entry by entry so memory stays
     flat however many images there are. A name present in several sources keeps its first codes.
     `path` may itself be one of the sources. Returns the merged names in order."""
-    path = Path(path)
-    tmp = _atomic_zip(path)
     names, seen = [], set()
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as out:
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as out:
             for src in sources:
                 try:
                     with zipfile.ZipFile(src) as z:
@@ -148,16 +143,15 @@ def merge_latents(path, sources, meta: dict) -> list[str]:
                             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                             if name == META_KEY or name in seen:
                                 continue
+                            check_name(name, f"{src}: entry")
                             seen.add(name)
                             names.append(name)
-                            with z.open(info) as f, out.open(info.filename, "w", force_zip64=True) as g:
-                                shutil.copyfileobj(f, g)
+                            with z.open(info) as src_f, out.open(info.filename, "w", force_zip64=True) as dst_f:
+                                shutil.copyfileobj(src_f, dst_f)
                 except zipfile.BadZipFile:
                     raise E4EError(f"{src}: not a latents .npz file (bad zip)") from None
             _write_array(out, META_KEY, np.array(json.dumps({**meta, "format": FORMAT})))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, write)
     return names
 
 

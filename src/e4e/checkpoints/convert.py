@@ -16,6 +16,7 @@ from e4e.checkpoints.native import load_native, save_native
 from e4e.checkpoints.official import check_pair, inverter_from_official, is_official, save_official
 from e4e.checkpoints.rosinality import from_rosinality_dict, generator_from_state, save_rosinality
 from e4e.errors import E4EError
+from e4e.outputs import writable_file
 from e4e.nets.stylegan2 import Generator, GeneratorConfig
 
 MEAN_LATENT_N = 100_000
@@ -111,13 +112,27 @@ def _read_torch(path: Path, log) -> Checkpoint:
 def inverter_from_native(parts: dict, configs: dict, extra: dict, where: str):
     from e4e.inverter import Inverter
     from e4e.nets.encoders import EncoderConfig, build_encoder
-    ecfg, gcfg = EncoderConfig(**configs["encoder"]), GeneratorConfig(**configs["generator"])
+    ecfg, gcfg = native_config(EncoderConfig, configs, "encoder", where), native_config(GeneratorConfig, configs,
+                                                                                          "generator", where)
+    output_size = configs.get("output_size", 256)
+    if output_size is not None and (not isinstance(output_size, int) or output_size < 1):
+        raise E4EError(f"{where}: corrupt e4e metadata: output_size {output_size!r}")
     check_pair(ecfg, gcfg, f"{where}: the encoder", "its generator")
     encoder = build_encoder(ecfg)
     load_state_dict_checked(encoder, parts["encoder"], f"{where}: encoder")
     decoder = Generator(gcfg)
     load_state_dict_checked(decoder, parts["generator"], f"{where}: generator")
-    return Inverter(encoder, decoder, extra.get("latent_avg"), configs.get("output_size", 256)).eval()
+    return Inverter(encoder, decoder, extra.get("latent_avg"), output_size).eval()
+
+
+def native_config(cls, configs: dict, name: str, where: str):
+    """cls(**configs[name]) from e4e metadata, with a one-line error when it is missing or malformed."""
+    if not isinstance(configs.get(name), dict):
+        raise E4EError(f"{where}: corrupt e4e metadata: no {name} config")
+    try:
+        return cls(**configs[name])
+    except (TypeError, ValueError, KeyError) as e:
+        raise E4EError(f"{where}: corrupt e4e metadata: bad {name} config ({' '.join(str(e).split())})") from None
 
 
 def _stored_source(info: dict) -> str:
@@ -136,7 +151,7 @@ def _read_native(path: Path) -> Checkpoint:
         source = _stored_source(info) if inv.latent_avg is not None else "none"
         return Checkpoint(path, "safetensors", inv.decoder, inverter=inv, latent_avg=inv.latent_avg,
                           latent_avg_source=source, opts=opts)
-    g = Generator(GeneratorConfig(**configs["generator"]))
+    g = Generator(native_config(GeneratorConfig, configs, "generator", path.name))
     load_state_dict_checked(g, parts["generator"], f"{path.name}: generator")
     avg = extra.get("latent_avg")
     if avg is not None:
@@ -288,6 +303,7 @@ def convert(src, dst=None, to: str | None = None, generator=None, overwrite: boo
             raise E4EError(f"{dst}: is the input file; write to another path")
         if dst.exists() and not overwrite:
             raise E4EError(f"{dst}: exists; pass --overwrite to replace it")
+        writable_file(dst)  # before the (possibly long) read: a bad OUT costs one line
     elif to is not None or generator is not None:
         raise E4EError("--to and --generator need an output path: e4e convert IN OUT")
     ck = read_checkpoint(src, compute_latent_avg=False, log=None)

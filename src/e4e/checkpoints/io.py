@@ -50,6 +50,9 @@ def torch_load(path) -> object:
                        "and load_inverter read e4e .safetensors files)")
     if found == "unknown":
         raise E4EError(f"{path}: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)")
+    if _zip_without_end(path):  # torch would say "[Errno 22] Invalid argument" or name miniz internals
+        raise E4EError(f"{path}: truncated or corrupt checkpoint (a torch.save zip archive without its end "
+                       f"record: the file was cut short at {path.stat().st_size} bytes; copy or save it again)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -66,9 +69,21 @@ def torch_load(path) -> object:
         raise E4EError(f"{path}: not a PyTorch checkpoint ({first})") from None
     except Exception as e:  # torch raises many types (RuntimeError, KeyError, EOFError...) on bad bytes
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, EOFError) or "zip archive" in msg or "central directory" in msg or "truncated" in msg:
+        cut = ("zip archive", "central directory", "truncated", "unexpected EOF", "Invalid argument",
+               "unpack requires a buffer", "index out of range")
+        if isinstance(e, EOFError) or any(c in msg for c in cut):
             raise E4EError(f"{path}: truncated or corrupt checkpoint ({msg})") from None
         raise E4EError(f"{path}: cannot read checkpoint ({msg})") from None
+
+
+def _zip_without_end(path: Path) -> bool:
+    """A zip archive (torch.save's format) whose end-of-central-directory record is missing: truncated."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return False
+        size = f.seek(0, 2)
+        f.seek(max(0, size - (22 + 65535)))
+        return b"PK\x05\x06" not in f.read()
 
 
 def stderr_log(message: str) -> None:

@@ -10,6 +10,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from e4e.errors import E4EError
+from e4e.outputs import atomic_write
 
 FORMAT = "e4e.v1"
 
@@ -22,11 +23,7 @@ def save_native(path, parts: dict[str, dict], configs: dict[str, dict], tensors:
         flat[k] = v.detach().contiguous().cpu()
     meta = {"format": FORMAT, "parts": json.dumps(sorted(parts)), "configs": json.dumps(configs),
             "info": json.dumps(info or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(flat, str(tmp), metadata=meta)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file(flat, str(tmp), metadata=meta), mode="path")
 
 
 def is_native(path) -> bool:
@@ -53,7 +50,13 @@ def load_native(path) -> tuple[dict[str, dict], dict[str, dict], dict, dict]:
         raise E4EError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
     if meta.get("format") != FORMAT:
         raise E4EError(f"{path}: a safetensors file but not an e4e checkpoint (format {meta.get('format')!r})")
-    names = json.loads(meta["parts"])
+    names = _meta_json(meta, "parts", list, path)
+    configs = _meta_json(meta, "configs", dict, path)
+    info = _meta_json(meta, "info", dict, path, default="{}")
+    if not all(isinstance(n, str) and n for n in names):
+        raise E4EError(f"{path}: corrupt e4e metadata: 'parts' must be a list of names")
+    if not all(isinstance(c, dict) for k, c in configs.items() if k != "output_size"):
+        raise E4EError(f"{path}: corrupt e4e metadata: every entry of 'configs' must be a mapping")
     parts = {n: {} for n in names}
     extra = {}
     for k, v in flat.items():
@@ -62,4 +65,18 @@ def load_native(path) -> tuple[dict[str, dict], dict[str, dict], dict, dict]:
             parts[head][rest] = v
         else:
             extra[k] = v
-    return parts, json.loads(meta["configs"]), extra, json.loads(meta.get("info", "{}"))
+    return parts, configs, extra, info
+
+
+def _meta_json(meta: dict, key: str, kind: type, path, default: str | None = None):
+    """One JSON entry of the safetensors metadata, of the expected type, or a one-line E4EError."""
+    text = meta.get(key, default)
+    if text is None:
+        raise E4EError(f"{path}: corrupt e4e metadata: no {key!r} entry")
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        raise E4EError(f"{path}: corrupt e4e metadata: {key!r} is not valid JSON") from None
+    if not isinstance(value, kind):
+        raise E4EError(f"{path}: corrupt e4e metadata: {key!r} is a {type(value).__name__}, not a {kind.__name__}")
+    return value

@@ -7,6 +7,7 @@ import torch
 from e4e.checkpoints.io import load_state_dict_checked, torch_load
 from e4e.errors import E4EError
 from e4e.nets.stylegan2 import BASE_CHANNELS, Generator, GeneratorConfig
+from e4e.outputs import atomic_torch_save  # noqa: F401  (re-exported: trainers import it from here)
 
 
 def infer_generator_config(state: dict, where: str = "generator") -> GeneratorConfig:
@@ -70,14 +71,6 @@ def save_rosinality(path, generator: Generator, latent_avg: torch.Tensor | None 
     if latent_avg is not None:
         ckpt["latent_avg"] = latent_avg.reshape(-1)
     atomic_torch_save(ckpt, path)
-
-
-def atomic_torch_save(obj, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 # rosinality's train.py layout: {g, d, g_ema, g_optim, d_optim, args}; ours adds the step, the path-length

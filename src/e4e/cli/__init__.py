@@ -28,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except E4EError as e:
-        print(f"e4e: error: {e}", file=sys.stderr)
+        print(f"e4e: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file system refusal the command did not foresee (disk full, permissions...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"e4e: error: {where}{e.strerror or ' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("e4e: interrupted", file=sys.stderr)

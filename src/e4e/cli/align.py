@@ -7,6 +7,7 @@ from e4e.errors import E4EError
 def run(args) -> int:
     from e4e.align import BACKENDS, FFHQ_SIZES, align_files, load_detector
     from e4e.imageio import iter_image_paths
+    from e4e.outputs import writable_dir
     if args.size < 8:
         raise E4EError("--size must be at least 8")
     if args.backend not in BACKENDS:
@@ -14,20 +15,26 @@ def run(args) -> int:
     paths = list(iter_image_paths(args.images))
     if not paths:
         raise E4EError("no input images")
+    writable_dir(args.output)  # before the detector loads
     detector = load_detector(args.backend, args.landmarks)
     transform = args.size * FFHQ_SIZES[1] // FFHQ_SIZES[0] if args.supersample else args.size
-    done = missed = 0
-    for path, written in align_files(paths, args.output, detector, args.size, transform,
-                                     None if args.all_faces else 1):
-        if written:
+    done = missed = skipped = 0
+    for path, written, reason in align_files(paths, args.output, detector, args.size, transform,
+                                             None if args.all_faces else 1):
+        if reason:
+            skipped += 1
+            print(f"e4e: warning: skipped {reason}", file=sys.stderr)
+        elif written:
             done += 1
             print(f"{path} -> {', '.join(map(str, written))}")
         else:
             missed += 1
             print(f"e4e: warning: no face found in {path}, skipped", file=sys.stderr)
     if not done:
-        raise E4EError(f"no face found in any of the {len(paths)} input image(s)")
-    print(f"aligned {done} image(s) into {args.output}" + (f"; {missed} without a face" if missed else ""))
+        raise E4EError(f"no face found in any of the {len(paths)} input image(s)"
+                       + (f" ({skipped} unreadable)" if skipped else ""))
+    print(f"aligned {done} image(s) into {args.output}" + (f"; {missed} without a face" if missed else "")
+          + (f"; {skipped} unreadable, skipped" if skipped else ""))
     return 0
 
 

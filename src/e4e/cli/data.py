@@ -7,6 +7,8 @@ from e4e.errors import E4EError
 
 def run_emoji(args) -> int:
     from e4e.data.emoji import build
+    from e4e.outputs import writable_dir
+    writable_dir(args.out_dir)
     stats = build(args.out_dir, font=args.font, size=args.size, background=args.background,
                   limit=args.limit, overwrite=args.overwrite, progress=not args.quiet)
     s = stats["split"]

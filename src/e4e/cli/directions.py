@@ -60,6 +60,8 @@ def match_labels(names: list[str], labels: dict[str, int]) -> tuple[list[int], l
 
 
 def run_fit(args) -> int:
+    from e4e.outputs import writable_file
+    writable_file(args.output)  # before the work
     from e4e.editing import fit_direction, save_direction
     from e4e.latents import load_latents
     lat = load_latents(args.latents)
@@ -86,6 +88,8 @@ def load_gen(checkpoint):
 
 
 def run_sefa(args) -> int:
+    from e4e.outputs import writable_file
+    writable_file(args.output)  # before the work
     from e4e.cli.edit import parse_layers
     from e4e.editing import save_direction, sefa_directions
     g = load_gen(args.checkpoint)
@@ -104,6 +108,8 @@ def run_sefa(args) -> int:
 
 
 def run_ganspace(args) -> int:
+    from e4e.outputs import writable_file
+    writable_file(args.output)  # before the work
     from e4e.editing import ganspace_pca, save_pca
     g = load_gen(args.checkpoint)
     k = min(args.components, g.style_dim)

@@ -8,6 +8,7 @@ Outputs: DIR/<edit>/<name>.png for every image and edit, DIR/grid.png (rows = im
 and with --sweep DIR/sweep/<direction>/<name>.gif (one frame per strength).
 """
 import argparse
+import math
 import re
 from pathlib import Path
 
@@ -26,6 +27,8 @@ def parse_sweep(text: str) -> list[float]:
         raise E4EError(f"--sweep: expected START:STOP:STEPS like -3:3:7, got {text!r}") from None
     if n < 2:
         raise E4EError("--sweep: needs at least 2 steps")
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise E4EError(f"--sweep: START and STOP must be finite numbers, got {text!r}")
     return strength_range(a, b, n)
 
 
@@ -115,19 +118,29 @@ def run(args) -> int:
     from e4e.checkpoints import load_generator
     from e4e.imageio import save_grid, to_pil
     from e4e.latents import check_compatible, load_latents
+    from e4e.outputs import safe_output_path, writable_dir
     if args.batch_size < 1:
         raise E4EError("--batch-size must be at least 1")
+    if args.size is not None and args.size < 1:
+        raise E4EError(f"--size must be a positive number of pixels, got {args.size}")
+    if args.grid < 0 or args.frame_ms < 1:
+        raise E4EError("--grid must be >= 0 and --frame-ms >= 1")
+    if args.strength is not None and not math.isfinite(args.strength):
+        raise E4EError(f"--strength must be a finite number, got {args.strength}")
     lat = load_latents(args.latents)
     if not len(lat):
         raise E4EError(f"{args.latents}: holds no latents")
+    bad = [n for n, c in zip(lat.names, lat.codes) if not torch.isfinite(c).all()]
+    if bad:
+        raise E4EError(f"{args.latents}: {len(bad)} latent(s) hold NaN or infinite values (first: {bad[0]}); "
+                       "they would render as noise")
+    out = writable_dir(args.output)
     ckpt = checkpoint_path(args.checkpoint)
     g, _ = load_generator(ckpt)
     check_compatible(lat, g, ckpt, force=args.force, where=str(args.latents))
     dev = resolve_device(args.device)
     g = g.to(dev).eval()
     columns, sweeps = build_edits(args, g)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     size = args.size or g.size
 
     grid_rows = []
@@ -139,12 +152,12 @@ def run(args) -> int:
             images, _ = g(fn(codes), input_is_latent=True, randomize_noise=False)
             pictures[label] = to_pil(resize_images(images.float(), size).cpu())
             for name, im in zip(names, pictures[label]):
-                dst = out / label / f"{name}.png"
+                dst = safe_output_path(out, label, f"{name}.png")
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 im.save(dst)
         for j, name in enumerate(names):
             for label, frames in sweeps.items():
-                dst = out / "sweep" / label / f"{name}.gif"
+                dst = safe_output_path(out, "sweep", label, f"{name}.gif")
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 frames = [pictures[f][j] for f in frames]
                 # Pillow merges consecutive identical frames (adding their durations): the timing stays right

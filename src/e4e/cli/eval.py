@@ -190,12 +190,10 @@ def cached(out: Path, key: str, fp: dict) -> dict | None:
 
 def save_cached(out: Path, key: str, fp: dict, row: dict) -> None:
     import json
-    import os
-    folder = out / CACHE
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{key}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"fingerprint": fp, "row": row}, indent=1), encoding="utf-8")
-    tmp.replace(folder / f"{key}.json")
+
+    from e4e.outputs import atomic_write
+    atomic_write(out / CACHE / f"{key}.json", lambda f: f.write(json.dumps({"fingerprint": fp, "row": row}, indent=1)),
+                 mode="w")
 
 
 def run(args) -> int:
@@ -216,6 +214,8 @@ def run(args) -> int:
         raise E4EError("--batch-size and --directions must be at least 1, --w-samples at least 2, "
                        "--generator-samples at least 0")
     device = resolve_device(args.device)
+    from e4e.outputs import writable_dir
+    out = writable_dir(args.output)  # before the models load: a bad -o costs one line
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -229,8 +229,6 @@ def run(args) -> int:
                        batch_size=args.batch_size, strengths=strengths, n_directions=args.directions,
                        w_samples=args.w_samples, refine_limit=args.refine_limit, edit_limit=args.edit_limit,
                        seed=args.seed)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     if not args.quiet:
         print(f"evaluating {', '.join(methods)} on {len(names)} images ({images.shape[-1]} px) on {device}")
     if args.overwrite and (out / CACHE).is_dir():

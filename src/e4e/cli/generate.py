@@ -1,6 +1,4 @@
 """e4e generate: sample a generator at given seeds -> image grid PNG + W latents (.npy)."""
-from pathlib import Path
-
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -49,18 +47,22 @@ def generate(generator, seeds, truncation=1.0, latent_avg=None, device="cpu", ba
 
 
 def run(args) -> int:
+    from e4e.api import resolve_device
     from e4e.checkpoints import load_generator
     from e4e.imageio import save_grid
+    from e4e.outputs import atomic_write, writable_dir
     seeds = parse_seeds(args.seeds)
     if not 0 <= args.truncation <= 1:
         raise E4EError("--truncation must be in [0, 1]")
+    if args.batch_size < 1:
+        raise E4EError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = resolve_device(args.device)
+    out = writable_dir(args.output)  # before sampling: a bad -o costs one line
     g, avg = load_generator(args.checkpoint, compute_latent_avg=args.truncation < 1)
-    images, ws = generate(g, seeds, args.truncation, avg, args.device, args.batch_size)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    images, ws = generate(g, seeds, args.truncation, avg, device, args.batch_size)
     save_grid(images, out / "grid.png", nrow=int(np.ceil(np.sqrt(len(seeds)))))
-    np.save(out / "w.npy", ws.numpy())
-    (out / "seeds.txt").write_text("\n".join(map(str, seeds)) + "\n")
+    atomic_write(out / "w.npy", lambda f: np.save(f, ws.numpy()))
+    atomic_write(out / "seeds.txt", lambda f: f.write("\n".join(map(str, seeds)) + "\n"), mode="w")
     print(f"wrote {out / 'grid.png'} ({len(seeds)} images, {g.size}x{g.size}) and {out / 'w.npy'} {tuple(ws.shape)}")
     return 0
 
@@ -71,6 +73,6 @@ def register(sub):
     p.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,5,9 (default 0-15)")
     p.add_argument("--truncation", type=float, default=1.0, help="psi in [0,1] toward the mean latent")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", help="cpu, cuda ... (default: cuda if available)")
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=run)

@@ -27,6 +27,7 @@ def collect_inputs(inputs, exclude: Path | None = None) -> list[tuple[Path, str]
     """Expand files, folders and globs into (path, name) pairs. Names are the path relative to the folder
     given, or the stem of a file given by itself, without extension; clashes get the extension, then ~N."""
     from e4e.imageio import iter_image_paths
+    from e4e.outputs import safe_name
     seen, pairs = set(), []
     skip = os.path.abspath(exclude) + os.sep if exclude else None
     for item in inputs:
@@ -36,7 +37,8 @@ def collect_inputs(inputs, exclude: Path | None = None) -> list[tuple[Path, str]
             if key in seen or (skip and key.startswith(os.path.normcase(skip))):
                 continue  # our own outputs (-o inside an input folder) are never inputs
             seen.add(key)
-            pairs.append((p, (p.relative_to(folder).with_suffix("") if folder else Path(p.stem)).as_posix()))
+            name = (p.relative_to(folder).with_suffix("") if folder else Path(p.stem)).as_posix()
+            pairs.append((p, safe_name(name)))
     clashes = Counter(n for _, n in pairs)
     out, used = [], set()
     for p, n in pairs:
@@ -107,7 +109,8 @@ def batch_inverter(inv, precision: str, compile: bool, batch_size: int):
 
 
 def recon_path(out: Path, name: str) -> Path:
-    return out / "recon" / f"{name}.png"
+    from e4e.outputs import safe_output_path
+    return safe_output_path(out, "recon", f"{name}.png")
 
 
 def same_run(meta: dict, want: dict) -> bool:
@@ -144,9 +147,9 @@ def merge(out: Path, meta: dict) -> list[str]:
     from e4e.latents import merge_latents
     parts = sorted((out / PARTS).glob("part-*.npz"))
     final = out / LATENTS
-    if not parts and final.is_file():
+    if not parts:  # nothing new: never write an empty latents.npz
         from e4e.latents import read_index
-        return read_index(final)[0]
+        return read_index(final)[0] if final.is_file() else []
     names = merge_latents(final, ([final] if final.is_file() else []) + parts, meta)
     for p in parts:  # only after latents.npz holds them: a kill in between leaves duplicates, merged away next time
         p.unlink()
@@ -178,12 +181,18 @@ def run(args) -> int:
     from e4e.api import inversion_meta, load, resize_images
     from e4e.imageio import to_pil
     from e4e.latents import Latents, save_latents
+    from e4e.outputs import writable_dir
     if args.batch_size < 1:
         raise E4EError("--batch-size must be at least 1")
+    if args.size is not None and args.size < 1:
+        raise E4EError(f"--size must be a positive number of pixels, got {args.size}")
+    if args.grid < 0 or args.refine_steps < 1:
+        raise E4EError("--grid must be >= 0 and --refine-steps >= 1")
     out = Path(args.output)
     items = collect_inputs(args.images, exclude=out)
     if not items:
         raise E4EError(f"no images found in {' '.join(args.images)}")
+    writable_dir(out)  # before the model loads: a bad -o costs one line, not a run
     inv = load(args.checkpoint, args.device)
     dev = next(inv.parameters()).device
     meta = inversion_meta(inv, args.fit)
@@ -244,6 +253,9 @@ def run(args) -> int:
         raise
     bar.close()
     names = merge(out, meta)
+    if not stats["inverted"] and len(todo) == len(items):
+        raise E4EError(f"none of the {len(items)} input(s) could be read ({stats['skipped']} skipped, reasons "
+                       "above): nothing written")
     grid = write_grid(out, items, set(names), args.grid, args.size or inv.decoder.size, args.fit) if args.grid else None
     print(f"inverted {stats['inverted']}, already done {len(items) - len(todo)}, converted {stats['converted']}, "
           f"skipped {stats['skipped']} bad input(s); {out / LATENTS} holds {len(names)} images"

@@ -1,6 +1,7 @@
-"""e4e train-generator: train a small StyleGAN2 on an image folder (rosinality-format output)."""
+"""e4e train-generator: train a small StyleGAN2 on an image folder (rosinality-format output).
 
-
+The trainer and its option checks live in e4e.train.stylegan (GANTrainConfig checks its values when built,
+so a bad value is one line before any model or data is touched)."""
 def run(args) -> int:
     from e4e.errors import E4EError
     from e4e.train.config import build_config

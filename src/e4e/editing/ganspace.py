@@ -9,6 +9,7 @@ and SETS the coordinate of component pc to `strength`, in units of that componen
     delta = (strength - coord) * comp[pc] * std[pc]        added to styles start..end-1
 so the same delta goes to every edited style, computed from style 0's coordinate.
 """
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def check_pca(pca, where: str = "GANSpace PCA") -> dict:
         raise E4EError(f"{where}: inconsistent shapes mean {tuple(mean.shape)}, comp {tuple(comp.shape)}, "
                        f"std {tuple(std.shape)} (expected [1, D], [K, 1, D], [K])")
     out["mean"], out["comp"] = mean.reshape(1, d), comp.reshape(-1, 1, d)
+    if not all(torch.isfinite(v).all() for v in out.values()):
+        raise E4EError(f"{where}: holds NaN or infinite values")
     if (std <= 0).any():
         raise E4EError(f"{where}: std must be positive")
     return out
@@ -120,8 +123,9 @@ def load_pca(path) -> dict:
         try:
             with np.load(path, allow_pickle=False) as z:
                 raw = {k: z[k] for k in z.files}
-        except ValueError as e:
-            raise E4EError(f"{path}: unreadable .npz ({e})") from None
+        except Exception as e:  # numpy raises ValueError, BadZipFile, EOFError, OSError... on bad bytes
+            msg = " ".join(str(e).split()) or type(e).__name__
+            raise E4EError(f"{path}: truncated or unreadable .npz ({msg})") from None
         if "lat_comp" in raw:
             raw = {"mean": raw.get("lat_mean"), "comp": raw["lat_comp"], "std": raw.get("lat_stdev")}
             if raw["mean"] is None or raw["std"] is None:
@@ -132,10 +136,9 @@ def load_pca(path) -> dict:
 
 
 def save_pca(path, pca: dict) -> None:
-    path = Path(path)
+    from e4e.outputs import atomic_torch_save
     pca = check_pca(pca)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.contiguous() for k, v in pca.items()}, path)
+    atomic_torch_save({k: v.contiguous() for k, v in pca.items()}, path)
 
 
 # -- editing -------------------------------------------------------------------------------------------
@@ -172,6 +175,8 @@ def ganspace_edit(latents: torch.Tensor, pca: dict, edits, per_style: bool = Fal
         if len(edit) != 4:
             raise E4EError(f"a GANSpace edit is (pc, start, end, strength), got {edit!r}")
         pc, start, end, strength = int(edit[0]), int(edit[1]), int(edit[2]), float(edit[3])
+        if not math.isfinite(strength):
+            raise E4EError(f"GANSpace edit strength must be a finite number, got {strength}")
         if not 0 <= start < end <= n:
             raise E4EError(f"GANSpace edit styles {start}..{end - 1} out of range for {n} styles")
         coord = ganspace_coordinates(out, pca, pc)  # (B, n)
@@ -188,14 +193,18 @@ def resolve_edit(spec: str, presets: dict | None = None) -> tuple[int, int, int,
     """'pc,start,end,strength' or a preset name (optionally 'name=strength') -> an edit tuple."""
     presets = presets if presets is not None else {k: v for p in PRESETS.values() for k, v in p.items()}
     name, _, value = spec.partition("=")
-    if name in presets:
-        pc, start, end, strength = presets[name]
-        return pc, start, end, float(value) if value else float(strength)
-    parts = spec.split(",")
     try:
-        if len(parts) != 4:
-            raise ValueError
-        return int(parts[0]), int(parts[1]), int(parts[2]), float(parts[3])
+        if name in presets:
+            pc, start, end, strength = presets[name]
+            edit = pc, start, end, float(value) if value else float(strength)
+        else:
+            parts = spec.split(",")
+            if len(parts) != 4:
+                raise ValueError
+            edit = int(parts[0]), int(parts[1]), int(parts[2]), float(parts[3])
+        if not math.isfinite(edit[3]):
+            raise E4EError(f"GANSpace edit {spec!r}: the strength must be a finite number")
+        return edit
     except ValueError:
         raise E4EError(f"GANSpace edit {spec!r}: expected 'pc,start,end,strength' or one of "
                        f"{', '.join(sorted(presets))}") from None

@@ -51,13 +51,13 @@ def load_direction(path) -> torch.Tensor:
 
 def save_direction(path, direction: torch.Tensor) -> None:
     """Writes the official layout: a float32 tensor (.pt) or array (.npy) of canonical shape."""
+    from e4e.outputs import atomic_write
     path = Path(path)
     d = as_direction(direction)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npy":
-        np.save(path, d.numpy())
+        atomic_write(path, lambda f: np.save(f, d.numpy()))
     else:
-        torch.save(d.contiguous(), path)
+        atomic_write(path, lambda f: torch.save(d.contiguous(), f))
 
 
 def check_direction(direction: torch.Tensor, n_styles: int | None, dim: int, where: str = "direction") -> None:
@@ -103,6 +103,8 @@ def apply_direction(latents: torch.Tensor, direction: torch.Tensor, strength=1.0
         s = s.reshape(-1, *([1] * (latents.ndim - 1)))
     elif s.ndim > 1:
         raise E4EError("strength must be a number or one number per latent")
+    if not torch.isfinite(s).all():
+        raise E4EError(f"strength must be finite, got {strength}")
     step = s * (d if latents.ndim == 2 else d.expand(1, n, -1))
     if styles is not None:
         if latents.ndim == 2:

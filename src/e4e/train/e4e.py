@@ -115,8 +115,26 @@ class E4ETrainConfig:
             raise E4EError("no training data: set train_data (an image folder)")
         if not self.stylegan_weights:
             raise E4EError("no generator: set stylegan_weights (rosinality .pt, NVIDIA .pkl or e4e .safetensors)")
-        if self.batch_size < 1 or self.max_steps < 1 or self.progressive_step_every < 1 or self.d_reg_every < 1:
-            raise E4EError("batch_size, max_steps, progressive_step_every and d_reg_every must be >= 1")
+        positive = ("batch_size", "max_steps", "progressive_step_every", "d_reg_every", "test_batch_size",
+                    "image_interval", "board_interval", "val_interval", "val_batches", "num_layers")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise E4EError(f"config: {name}={getattr(self, name)} must be >= 1")
+        for name in ("save_interval", "workers", "stylegan_size", "input_size", "w_pool_size", "delta_norm"):
+            if getattr(self, name) < 0:
+                raise E4EError(f"config: {name}={getattr(self, name)} must be >= 0"
+                               + (" (0: save at max_steps only)" if name == "save_interval" else ""))
+        if self.progressive_start is not None and self.progressive_start < 0:
+            raise E4EError(f"config: progressive_start={self.progressive_start} must be >= 0 (or null: off)")
+        for name in ("learning_rate", "w_discriminator_lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise E4EError(f"config: {name}={value} must be a positive number")
+        for name in ("l2_lambda", "lpips_lambda", "id_lambda", "w_discriminator_lambda", "delta_norm_lambda", "r1",
+                     "time_limit_min"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise E4EError(f"config: {name}={value} must be a number >= 0")
 
 
 def progressive_stage(step: int, cfg: E4ETrainConfig, n_styles: int) -> int | str:
@@ -384,22 +402,36 @@ class E4ETrainer:
             return False
         from e4e.checkpoints import torch_load
         st = torch_load(path)
+        need = ["state_dict", "optimizer", "global_step", "rng"]
+        if self.disc is not None:
+            need += ["discriminator_state_dict", "discriminator_optimizer_state_dict", "w_pools"]
+        missing = [k for k in need if not isinstance(st, dict) or k not in st]
+        if missing:
+            what = "holds " + ", ".join(map(str, list(st)[:5])) if isinstance(st, dict) else f"is a {type(st).__name__}"
+            raise E4EError(f"{path}: not a resumable checkpoint of this e4e run (no {', '.join(missing)}; it {what})"
+                           + (" — was the latent discriminator on in that run?" if "w_pools" in missing else ""))
         inv = self.inverter
         from e4e.checkpoints.io import load_state_dict_checked, strip_prefix
-        load_state_dict_checked(inv.encoder, strip_prefix(st["state_dict"], "encoder."), f"{path}: encoder")
-        load_state_dict_checked(inv.decoder, strip_prefix(st["state_dict"], "decoder."), f"{path}: decoder")
-        self.opt.load_state_dict(st["optimizer"])
-        if self.disc is not None:
-            self.disc.load_state_dict(st["discriminator_state_dict"])
-            self.d_opt.load_state_dict(st["discriminator_optimizer_state_dict"])
-            self.real_pool.load_state_dict(st["w_pools"]["real"])
-            self.fake_pool.load_state_dict(st["w_pools"]["fake"])
-        self.step, self.best_val = int(st["global_step"]), st.get("best_val_loss")
-        rng = st["rng"]
-        torch.set_rng_state(rng["torch"])
-        random.setstate(_as_tuple(rng["python"]))
-        if "cuda" in rng and self.dev.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.dev)
+        try:
+            load_state_dict_checked(inv.encoder, strip_prefix(st["state_dict"], "encoder."), f"{path}: encoder")
+            load_state_dict_checked(inv.decoder, strip_prefix(st["state_dict"], "decoder."), f"{path}: decoder")
+            self.opt.load_state_dict(st["optimizer"])
+            if self.disc is not None:
+                load_state_dict_checked(self.disc, st["discriminator_state_dict"], f"{path}: discriminator")
+                self.d_opt.load_state_dict(st["discriminator_optimizer_state_dict"])
+                self.real_pool.load_state_dict(st["w_pools"]["real"])
+                self.fake_pool.load_state_dict(st["w_pools"]["fake"])
+            self.step, self.best_val = int(st["global_step"]), st.get("best_val_loss")
+            rng = st["rng"]
+            torch.set_rng_state(rng["torch"])
+            random.setstate(_as_tuple(rng["python"]))
+            if "cuda" in rng and self.dev.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.dev)
+        except E4EError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            msg = " ".join(str(e).split())[:200] or type(e).__name__
+            raise E4EError(f"{path}: does not fit this run's models/optimizer (other options?): {msg}") from None
         self.log(f"resumed from {path} at step {self.step}")
         return True
 
@@ -456,6 +488,8 @@ class E4ETrainer:
             self.exp.mkdir(parents=True, exist_ok=True)
             (self.exp / "opts.json").write_text(json.dumps(self.opts(), indent=2))
         writer = _tensorboard(self.exp / "tb") if info.main else None
+        if info.main:
+            _truncate_log(self.exp / "log.jsonl", self.step)
         logf = open(self.exp / "log.jsonl", "a") if info.main else None
         self.inverter.encoder.train()
         if not cfg.train_decoder:
@@ -528,6 +562,36 @@ class E4ETrainer:
         return final
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log rows of steps <= step: after a resume (or a kill -9 between a log row and the next
+    checkpoint) the rows of the replayed steps would otherwise appear twice. A torn last line goes too."""
+    if not path.is_file():
+        return
+    from e4e.outputs import atomic_write
+    keep, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            ok = isinstance(row, dict) and int(row.get("step", 0)) <= step
+        except (ValueError, TypeError):
+            ok = False
+        keep.append(line) if ok else None
+        dropped += not ok
+    if dropped:
+        atomic_write(path, lambda f: f.write("".join(f"{line}\n" for line in keep)), mode="w")
+
+
+def existing_run(exp: Path) -> str | None:
+    """Why `exp` already holds a training run (a checkpoint, or log rows), or None when it does not."""
+    for name in ("last.pt", "best_model.pt"):
+        if (exp / "checkpoints" / name).is_file():
+            return f"checkpoints/{name}"
+    log = exp / "log.jsonl"
+    if log.is_file() and log.stat().st_size:
+        return "log.jsonl (no checkpoint yet)"
+    return None
+
+
 def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
@@ -541,6 +605,13 @@ def _tensorboard(path):
 
 
 def train_e4e(cfg: E4ETrainConfig, resume: bool = False, log=print) -> Path:
+    """Train into cfg.exp_dir. An exp_dir that already holds a run is continued with resume=True and
+    refused without it (restarting would overwrite its checkpoints and mix two runs in its log)."""
+    cfg.validate()
+    found = existing_run(Path(cfg.exp_dir))
+    if found and not resume:
+        raise E4EError(f"{cfg.exp_dir} already holds a run ({found}): pass --resume to continue it, or choose "
+                       "another exp_dir to start a new one")
     info = D.init(cfg.device)
     try:
         trainer = E4ETrainer(cfg, info, log=log)

@@ -75,23 +75,33 @@ class GANTrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        checks = [(self.batch >= 1, f"batch must be >= 1, got {self.batch}"),
-                  (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
-                  (self.size >= 4 and self.size & (self.size - 1) == 0, f"size must be a power of two >= 4, got {self.size}"),
-                  (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-                  (self.d_reg_every >= 1 and self.g_reg_every >= 1, "d_reg_every and g_reg_every must be >= 1"),
-                  (self.save_every >= 1 and self.sample_every >= 1 and self.log_every >= 1,
-                   "save_every, sample_every and log_every must be >= 1"),
-                  (self.path_batch_shrink >= 1, "path_batch_shrink must be >= 1"),
-                  (0 <= self.mixing <= 1, f"mixing must be in [0, 1], got {self.mixing}"),
-                  (self.impl in IMPLS, f"impl must be one of {', '.join(IMPLS)}, got {self.impl!r}"),
-                  (self.compile in ("auto", "on", "off"), f"compile must be auto, on or off, got {self.compile!r}")]
-        for ok, msg in checks:
-            if not ok:
-                raise E4EError(f"train-generator: {msg}")
+        """One-line E4EError for option values the trainer cannot run with."""
+        def fail(msg):
+            raise E4EError(f"train-generator: {msg}")
+        for name in ("batch", "steps", "style_dim", "n_mlp", "channel_multiplier", "channel_max", "save_every",
+                     "sample_every", "log_every", "d_reg_every", "g_reg_every", "path_batch_shrink"):
+            if getattr(self, name) < 1:
+                fail(f"{name}={getattr(self, name)} must be >= 1")
+        if self.size < 4 or self.size & (self.size - 1):
+            fail(f"size={self.size} must be a power of 2 >= 4")
+        if self.workers < 0:
+            fail(f"workers={self.workers} must be >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            fail(f"lr={self.lr} must be a positive number")
+        for name in ("r1", "path_regularize", "ema_kimg", "ema_rampup", "time_limit_min"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                fail(f"{name}={getattr(self, name)} must be a number >= 0")
+        if not 0 <= self.mixing <= 1:
+            fail(f"mixing={self.mixing} must be in [0, 1]")
+        if self.impl not in IMPLS:
+            fail(f"impl={self.impl!r} must be one of {', '.join(IMPLS)}")
+        # YAML reads a bare on/off as a boolean: take it back
+        self.compile = {"True": "on", "False": "off", True: "on", False: "off"}.get(self.compile, self.compile)
+        if self.compile not in ("auto", "on", "off"):
+            fail(f"compile={self.compile!r} must be auto, on or off")
         bad = [p for p in filter(None, self.augment.split(",")) if p not in ("color", "translation", "cutout")]
         if bad:
-            raise E4EError(f"train-generator: unknown augment policy {', '.join(bad)} (use color,translation,cutout)")
+            fail(f"unknown augment policy {', '.join(bad)} (use color,translation,cutout)")
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp,

@@ -44,9 +44,8 @@ def triton_interpreted() -> bool:
 def triton_available(device: torch.device | str = "cuda") -> bool:
     """True when impl="triton" runs Triton kernels for tensors on `device`, False when it falls back."""
     device = torch.device(device)
-    if not _triton_importable():
-        return False
-    return device.type == "cuda" or (device.type == "cpu" and triton_interpreted())
+    runs_here = device.type == "cuda" or (device.type == "cpu" and triton_interpreted())
+    return runs_here and _triton_importable()  # no Triton import for a plain CPU run
 
 
 def use_triton(impl: str, *tensors) -> bool:

@@ -189,6 +189,7 @@ def main():
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU row")
     ap.add_argument("--json", help="write the rows here (default: $OUT/official_bench.json when $OUT is set)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # "cpu": the dry run in the tests
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -196,7 +197,7 @@ def main():
         sys.exit("error: the official ops need a CUDA GPU")
     json_path = args.json or (str(Path(os.environ["OUT"]) / "official_bench.json") if os.environ.get("OUT") else None)
     t_start = time.perf_counter()
-    dev = torch.device("cuda")
+    dev = torch.device(args.device)
     official, ours = build_models(args.official, dev)
     peaks = {p: matmul_peak(dev, p) for p in ("fp32", "tf32", "bf16")}
     name = torch.cuda.get_device_name(dev)
@@ -232,17 +233,16 @@ def main():
         ref_fn = official_fn(x, False) if with_official else (lambda r=prepare(ours, "fp32", impl="ref"): r(x)[0])
         ref = ref_fn().float()
         flops_at[batch] = flops = count_flops(ref_fn) / batch
-        cases = [("official, its default (TF32 convs)", official_fn(x, True))] if with_official else []
-        for case, kw in OURS.items():
-            if kw.get("compile"):
-                continue
+        def ours_fn(kw):  # prepare() configures the shared inverter: call it right before timing
             run = prepare(ours, **kw)
-            cases.append((case, lambda run=run: run(x)[0]))
-        for case, fn in cases:
+            return lambda: run(x)[0]
+        cases = [("official, its default (TF32 convs)", lambda: official_fn(x, True))] if with_official else []
+        cases += [(case, lambda kw=kw: ours_fn(kw)) for case, kw in OURS.items() if not kw.get("compile")]
+        for case, make_fn in cases:
             if over_budget(case, batch):
                 continue
             try:
-                add(dict(case=case, batch=batch, **measure(fn, dev, ref, flops, batch, peaks["bf16"])))
+                add(dict(case=case, batch=batch, **measure(make_fn(), dev, ref, flops, batch, peaks["bf16"])))
             except RuntimeError as e:  # OOM, or cuDNN finding no engine for a layer in this mode
                 add(dict(case=case, batch=batch, failed=str(e).splitlines()[0][:120]))
                 torch.cuda.empty_cache()

@@ -148,3 +148,21 @@ def test_compiled_cuda_graphs_outputs_survive_the_next_call():
         ref_img, ref_codes = reference(inv, x)
         assert (img - ref_img).abs().max() / ref_img.abs().max() < 1e-3
         assert (codes - ref_codes).abs().max() / ref_codes.abs().max() < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_no_flag_cuda_default_is_fast_and_close():
+    """prepare(inv) on CUDA: TF32, shared modconv, Triton kernels where installed; near strict fp32."""
+    inv = tiny_inverter().cuda()
+    x = torch.rand(4, 3, 32, 32, device="cuda") * 2 - 1
+    ref_img, ref_codes = reference(inv, x)  # before prepare: grouped, reference ops, strict fp32
+    fn = prepare(inv)
+    impl = "triton" if fast.triton_available("cuda") else "ref"
+    assert {m.impl for m in inv.decoder.modules() if hasattr(m, "impl")} == {impl}
+    assert not any(m.grouped for m in inv.decoder.modules() if hasattr(m, "grouped"))
+    img, codes = fn(x)
+    assert (img - ref_img).abs().max() / ref_img.abs().max() < 5e-3
+    assert (codes - ref_codes).abs().max() / ref_codes.abs().max() < 5e-3
+    strict_img, _ = prepare(inv, "fp32", impl="ref")(x)  # the strict path: shared form, fp32, rounding only
+    assert (strict_img - ref_img).abs().max() / ref_img.abs().max() < 1e-5

@@ -96,8 +96,9 @@ def test_precision_scope_restores_global_flags():
 
 
 @pytest.mark.slow
-def test_compiled_matches_reference():
+def test_compiled_matches_reference(monkeypatch, tmp_path):
     """torch.compile (inductor, C++ on CPU) with the FIR as fused taps: same numbers up to rounding."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # not the user's ~/.cache/e4e/inductor
     torch._dynamo.reset()
     inv = tiny_inverter()
     x = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -138,7 +139,8 @@ def test_cli_invert_bf16(tmp_path, capsys):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_compiled_cuda_graphs_outputs_survive_the_next_call():
+def test_compiled_cuda_graphs_outputs_survive_the_next_call(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     torch._dynamo.reset()
     inv = tiny_inverter().cuda()
     fn = prepare(inv, "fp32", compile=True)

@@ -183,8 +183,9 @@ def main():
                         if time.perf_counter() - t_start > args.budget_s:
                             continue
                         grouped = dev.type == "cpu" or batch == 1
-                        inv.decoder.use_grouped_conv(grouped)
-                        inv.decoder.use_channels_last(mode == "eager-nhwc")
+                        # compiled: the FIR as fusable taps (what e4e.fast gives torch.compile)
+                        inv.decoder.configure(grouped=grouped, channels_last=mode == "eager-nhwc",
+                                              impl="taps" if compiled else "ref")
                         set_precision(precision)
                         if compiled:
                             torch._dynamo.reset()

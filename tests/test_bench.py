@@ -36,3 +36,45 @@ def test_compare_runs_on_the_multigpu_logs(tmp_path, capsys):
     line = next(x for x in out.splitlines() if x.startswith("| loss (moving avg"))
     e_run, e_noise = (float(v) for v in line.split("|")[2:4])
     assert e_run < e_noise / 10  # the 2-GPU curve is far closer to the 1-GPU one than another seed is
+
+
+@pytest.mark.slow
+def test_official_bench_control_flow_on_cpu(tmp_path, monkeypatch, capsys):
+    """official_bench.main end to end without a GPU: our small model stands in for the official code,
+    CUDA timing/memory calls are stubbed, child processes answer a fixed row. Checks every row is made
+    (or skipped by the budget), the reference error of the strict-fp32 row is 0, and the table prints."""
+    import torch
+    sys.path.insert(0, str(ROOT / "bench"))
+    import official_bench as ob
+    from bench import CONFIGS
+    from e4e.inverter import build_inverter
+    ecfg, gcfg, size = CONFIGS["small"]
+
+    def build_models(root, dev):
+        torch.manual_seed(0)
+        ours = build_inverter(ecfg, gcfg, latent_avg=torch.randn(1, gcfg.style_dim)).eval()
+        return (lambda x: ours(x, resize=False)[0]), ours
+
+    monkeypatch.setattr(ob, "build_models", build_models)
+    monkeypatch.setattr(ob, "batch_input", lambda b, dev: torch.rand(b, 3, size, size) * 2 - 1)
+    monkeypatch.setattr(ob, "matmul_peak", lambda dev, p: 1e12)
+    monkeypatch.setattr(ob, "time_fn", lambda fn, dev, **kw: (fn(), 0.01)[1])
+    monkeypatch.setattr(ob, "run_child", lambda args, spec, **kw: dict(s_img=0.01) if spec["kind"] == "cpu" else dict(
+        img_s=1.0, ms_img=1.0, peak_gib=0.0, first_call_s=1.0, err=0.0, tflop_s=0.0, bf16_floor=0.0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name in ("synchronize", "reset_peak_memory_stats", "empty_cache"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "stub")
+    out = tmp_path / "rows.json"
+    monkeypatch.setattr(sys, "argv", ["official_bench.py", "--official", str(tmp_path), "--batches", "2", "8",
+                                      "--official-max-batch", "2", "--json", str(out), "--device", "cpu"])
+    ob.main()
+    rows = json.loads(out.read_text())["rows"]
+    cases = [r["case"] for r in rows]
+    assert cases.count("official, its default (TF32 convs)") == 1  # batch 2 only
+    assert cases.count("ours, no flags (default)") == 2 and cases.count("ours, bf16 + triton") == 2
+    assert sum("own process" in c for c in cases) == 2 and cases[-1].startswith("ours, CPU")
+    assert all(r["err"] == 0.0 for r in rows if r["case"] == "ours, fp32 strict")
+    assert all("failed" not in r for r in rows)
+    assert "| ours, no flags (default) | 8 |" in capsys.readouterr().out

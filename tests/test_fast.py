@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from e4e.cli import main
-from e4e.fast import precision_scope, prepare
+from e4e import fast
+from e4e.fast import bucket, default_impl, precision_scope, prepare, resolve_precision
 from e4e.latents import load_latents
 from tiny_inverters import make_images, save_tiny, tiny_inverter
 
@@ -20,6 +21,61 @@ def test_fp32_is_the_reference_exactly():
     ref_img, ref_codes = reference(inv, x)
     img, codes = prepare(inv, "fp32")(x)
     assert torch.equal(img, ref_img) and torch.equal(codes, ref_codes)
+
+
+def test_default_is_fp32_reference_on_cpu_and_tf32_on_cuda(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu) == resolve_precision(None, cpu) == "fp32"
+    assert resolve_precision("auto", cuda) == "tf32"
+    assert resolve_precision("fp32", cuda) == "fp32"  # the strict reference stays available
+    inv = tiny_inverter()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    ref_img, ref_codes = reference(inv, x)
+    img, codes = prepare(inv)(x)  # no arguments on CPU: the reference, exactly
+    assert torch.equal(img, ref_img) and torch.equal(codes, ref_codes)
+    assert all(m.grouped for m in inv.decoder.modules() if hasattr(m, "grouped"))
+
+
+def test_default_impl(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(fast, "triton_available", lambda device: torch.device(device).type == "cuda")
+    assert default_impl(cuda) == "ref"  # kernels not yet validated on a GPU: opt-in
+    monkeypatch.setattr(fast, "TRITON_BY_DEFAULT", True)
+    assert default_impl(cuda) == "triton" and default_impl(torch.device("cpu")) == "ref"
+    assert default_impl(cuda, compile=True) == "taps"  # torch.compile gets the fusable FIR taps
+    monkeypatch.setattr(fast, "triton_available", lambda device: False)
+    assert default_impl(cuda) == "ref"  # no Triton installed: the PyTorch reference
+
+
+def test_configure_sets_the_generator_and_returns_the_impl():
+    inv = tiny_inverter()
+    assert fast.configure(inv, compile=True) == "taps"
+    assert {m.impl for m in inv.decoder.modules() if hasattr(m, "impl")} == {"taps"}
+    assert fast.configure(inv, impl="ref") == "ref"
+    with pytest.raises(ValueError, match="impl"):
+        fast.configure(inv, impl="cuda")
+
+
+def test_buckets_are_powers_of_two_capped_at_the_batch():
+    assert [bucket(n) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 16]
+    assert [bucket(n, 6) for n in (1, 3, 5, 6)] == [1, 4, 6, 6]
+    assert len({bucket(n, 64) for n in range(1, 65)}) == 7  # a folder of any size: at most 7 shapes
+
+
+def test_compile_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert fast.compile_cache_dir() == tmp_path / ".cache" / "e4e" / "inductor"
+    assert (tmp_path / ".cache" / "e4e" / "inductor").is_dir()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert fast.compile_cache_dir() == tmp_path / "mine"  # the user's choice wins
+
+
+def test_cudnn_workspace_cap_keeps_the_users_value(monkeypatch):
+    monkeypatch.delenv("CUDNN_CONV_WSCAP_DBG", raising=False)
+    assert fast.limit_cudnn_workspace(512) == "512"
+    monkeypatch.setenv("CUDNN_CONV_WSCAP_DBG", "64")
+    assert fast.limit_cudnn_workspace() == "64"
 
 
 def test_bf16_stays_close():
@@ -42,8 +98,9 @@ def test_precision_scope_restores_global_flags():
 
 
 @pytest.mark.slow
-def test_compiled_matches_reference():
+def test_compiled_matches_reference(monkeypatch, tmp_path):
     """torch.compile (inductor, C++ on CPU) with the FIR as fused taps: same numbers up to rounding."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # not the user's ~/.cache/e4e/inductor
     torch._dynamo.reset()
     inv = tiny_inverter()
     x = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -54,16 +111,18 @@ def test_compiled_matches_reference():
 
 
 @pytest.mark.slow
-def test_compiled_pads_the_last_batch_instead_of_recompiling():
+def test_compiled_pads_to_buckets_instead_of_recompiling(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     torch._dynamo.reset()
     inv = tiny_inverter()
     fn = prepare(inv, "fp32", compile=True, batch_size=4)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     full_img, full_codes = fn(x)
     with torch._dynamo.config.patch(error_on_recompile=True):  # a second shape would recompile
-        img, codes = fn(x[:3])
+        img, codes = fn(x[:3])  # bucket 4: padded
     assert img.shape[0] == 3 and codes.shape[0] == 3
     assert (img - full_img[:3]).abs().max() < 1e-5 and (codes - full_codes[:3]).abs().max() < 1e-5
+    assert any(tmp_path.iterdir())  # the compiled code went to the persistent cache
 
 
 def test_cli_invert_bf16(tmp_path, capsys):
@@ -82,7 +141,8 @@ def test_cli_invert_bf16(tmp_path, capsys):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_compiled_cuda_graphs_outputs_survive_the_next_call():
+def test_compiled_cuda_graphs_outputs_survive_the_next_call(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     torch._dynamo.reset()
     inv = tiny_inverter().cuda()
     fn = prepare(inv, "fp32", compile=True)
@@ -92,3 +152,21 @@ def test_compiled_cuda_graphs_outputs_survive_the_next_call():
         ref_img, ref_codes = reference(inv, x)
         assert (img - ref_img).abs().max() / ref_img.abs().max() < 1e-3
         assert (codes - ref_codes).abs().max() / ref_codes.abs().max() < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_no_flag_cuda_default_is_fast_and_close():
+    """prepare(inv) on CUDA: TF32, shared modconv, Triton kernels where installed; near strict fp32."""
+    inv = tiny_inverter().cuda()
+    x = torch.rand(4, 3, 32, 32, device="cuda") * 2 - 1
+    ref_img, ref_codes = reference(inv, x)  # before prepare: grouped, reference ops, strict fp32
+    fn = prepare(inv)
+    impl = "triton" if fast.triton_available("cuda") else "ref"
+    assert {m.impl for m in inv.decoder.modules() if hasattr(m, "impl")} == {impl}
+    assert not any(m.grouped for m in inv.decoder.modules() if hasattr(m, "grouped"))
+    img, codes = fn(x)
+    assert (img - ref_img).abs().max() / ref_img.abs().max() < 5e-3
+    assert (codes - ref_codes).abs().max() / ref_codes.abs().max() < 5e-3
+    strict_img, _ = prepare(inv, "fp32", impl="ref")(x)  # the strict path: shared form, fp32, rounding only
+    assert (strict_img - ref_img).abs().max() / ref_img.abs().max() < 1e-5

@@ -71,9 +71,11 @@ def resize_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def invert(images, inverter=None, batch_size: int = 8, fit: str = "crop") -> Latents:
+def invert(images, inverter=None, batch_size: int = 8, fit: str = "crop", precision: str = "auto") -> Latents:
     """Image files / folders / globs, PIL images or a (B,3,H,W) tensor in [-1,1] -> Latents.
-    Bad files raise E4EError (the `e4e invert` command skips them instead)."""
+    Bad files raise E4EError (the `e4e invert` command skips them instead). precision: e4e.fast's
+    ("auto": TF32 on CUDA, fp32 on CPU; "fp32": the strict reference)."""
+    from e4e.fast import precision_scope
     from e4e.imageio import iter_image_paths, load_image, to_tensor
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise E4EError(f"invert: batch_size must be a positive integer, got {batch_size!r}")
@@ -102,7 +104,8 @@ def invert(images, inverter=None, batch_size: int = 8, fit: str = "crop") -> Lat
             names = _unique([safe_name(p.stem) for p in paths])
             loaded = [load_image(p, inv.input_size, fit=fit) for p in paths]
         batches = [to_tensor(loaded[i:i + batch_size]) for i in range(0, len(loaded), batch_size)]
-    codes = [inv.encode(b.to(dev)).float().cpu() for b in batches]
+    with precision_scope(precision, dev):
+        codes = [inv.encode(b.to(dev)).float().cpu() for b in batches]
     if not codes:
         raise E4EError("invert: no images given")
     return Latents(names, torch.cat(codes), inversion_meta(inv, fit))

@@ -1,50 +1,146 @@
-"""Fast inference: precision, memory layout, modconv form and torch.compile for an Inverter.
+"""Fast inference for an Inverter: the one place that chooses precision, op implementations, layout and
+torch.compile.
 
-fp32 is the reference (the numbers the official code gives). The other settings trade a little precision
-for speed; bench/bench.py prints each one's max relative error against fp32 next to its speed:
+In: an Inverter on its device and a few choices (all optional). Out: fn(x) -> (images at the generator's
+resolution, W+ codes), float32, under no_grad. Why here: the networks only expose explicit switches
+(Generator.configure, the encoder's memory format); this module decides them for inference so that
+callers (e4e invert, e4e.invert, the benchmarks) get one behaviour.
 
-- tf32: TF32 tensor cores for convs and matmuls (Ampere and later); images within ~2e-3 of fp32.
-- bf16: bfloat16 autocast; images within ~3e-2 of fp32, codes within ~1e-4.
-- compile: torch.compile of the whole encode+decode (the FIR filters become fusable taps, every
-  elementwise op is fused); the first batch of each shape compiles (about a minute for the FFHQ model).
+Defaults (precision="auto", impl=None):
+- CUDA: TF32 tensor cores for convolutions and matmuls (what PyTorch's cuDNN default gives the official
+  code; images 2e-3 to 3e-3 from fp32 in earlier runs), shared-weight modulated convs with the
+  demodulation, noise, bias and activation fused in one Triton kernel per layer (the PyTorch reference
+  where Triton is missing), NHWC encoder. No flag, no compile wait.
+- CPU: fp32 and the reference forms, unchanged (the exact reference numbers).
+precision="fp32" is the strict reference on every device (no TF32); "bf16" is bfloat16 autocast
+(images within ~3e-2, codes within ~1e-4: faster, but not a default).
+
+compile=True: torch.compile of the whole encode+decode with the FIR filters as fusable taps (impl
+"taps"). Batches are padded up to a bucket (a power of two, capped at batch_size) so that a folder of
+any size compiles at most log2(batch_size) + 1 shapes, and compiled code is cached on disk in
+compile_cache_dir() (~/.cache/e4e/inductor, or $TORCHINDUCTOR_CACHE_DIR): a second process on the same
+machine reuses it instead of compiling again.
 """
 import contextlib
+import os
+from pathlib import Path
 
 import torch
 
-PRECISIONS = ("fp32", "tf32", "bf16")
+from e4e.ops.impl import check_impl, triton_available
+
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+
+
+def default_precision(device: torch.device) -> str:
+    """TF32 on CUDA (PyTorch's own cuDNN default; images 2e-3 to 3e-3 from fp32), fp32 elsewhere."""
+    return "tf32" if torch.device(device).type == "cuda" else "fp32"
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> str:
+    if precision is None or precision == "auto":
+        return default_precision(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision
+
+
+# The Triton kernels pass their tests under Triton's CPU interpreter; they become the CUDA default once
+# their GPU tests (tests/test_ops_triton.py -m gpu) have run on a GPU. Until then: E4E_KERNELS=triton.
+TRITON_BY_DEFAULT = os.environ.get("E4E_KERNELS", "") == "triton"
+
+
+def default_impl(device: torch.device, compile: bool = False) -> str:
+    """Op implementation for inference: "taps" under torch.compile; "triton" where its kernels run and
+    they are enabled (TRITON_BY_DEFAULT); else the reference."""
+    if compile:
+        return "taps"
+    return "triton" if TRITON_BY_DEFAULT and triton_available(device) else "ref"
 
 
 @contextlib.contextmanager
 def precision_scope(precision: str, device: torch.device):
     """TF32 switches are global in PyTorch: set them for the duration only."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    precision = resolve_precision(precision, device)
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
     try:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def prepare(inv, precision: str = "fp32", compile: bool = False, batch_size: int | None = None,
-            compile_mode: str | None = None):
-    """-> fn(x) -> (images at the generator's resolution, W+ codes) under no_grad.
+def configure(inv, impl: str | None = None, compile: bool = False) -> str:
+    """Set the inverter's networks up for fast inference on their device; -> the op implementation used.
 
-    On GPU the generator uses the shared-weight modulated conv (one weight for the whole batch) and the
-    encoder runs NHWC; on CPU the reference forms stay (they are faster there). With compile and a
-    batch_size, smaller batches (the last one of a folder) are padded to batch_size so that they reuse
-    the compiled graph instead of compiling another (a minute at the FFHQ config). compile_mode: a
-    torch.compile mode; by default CUDA graphs on GPU ("reduce-overhead"), "default" on CPU.
+    On CUDA the generator runs the shared-weight modulated conv (one weight for the whole batch, fused
+    epilogue) and the encoder NHWC; on CPU the reference forms stay (they are faster there)."""
+    dev = next(inv.parameters()).device
+    impl = check_impl(impl) if impl is not None else default_impl(dev, compile)
+    inv.decoder.configure(grouped=dev.type != "cuda", impl=impl)
+    if dev.type == "cuda":
+        inv.encoder.to(memory_format=torch.channels_last)
+    return impl
+
+
+CUDNN_WORKSPACE_MIB = 1024
+
+
+def limit_cudnn_workspace(mib: int = CUDNN_WORKSPACE_MIB) -> str:
+    """Cap cuDNN's per-convolution workspace (PyTorch's CUDNN_CONV_WSCAP_DBG, MiB) unless the user set it.
+
+    Why: in strict fp32 (no TF32) cuDNN's heuristics rank FFT / FFT-tiling algorithms first for the
+    1024px layers, and PyTorch allocates whatever workspace the first plan asks for while memory is free:
+    that is the likely 36 GiB peak at batch 8 (the activations themselves need about 5 GiB). Capped,
+    cuDNN takes the best plan that fits. Takes effect for convolutions planned after the call (set it
+    before the first one: prepare() does). -> the value in force."""
+    return os.environ.setdefault("CUDNN_CONV_WSCAP_DBG", str(int(mib)))
+
+
+def bucket(n: int, batch_size: int | None = None) -> int:
+    """The batch a compiled graph is run at for n images: the next power of two, capped at batch_size."""
+    b = 1 << max(n - 1, 0).bit_length()
+    return max(n, min(b, batch_size)) if batch_size else b
+
+
+def compile_cache_dir() -> Path:
+    """Where torch.compile keeps its on-disk caches (FX graphs, AOT graphs, Triton kernels, autotuning):
+    $TORCHINDUCTOR_CACHE_DIR if set, else ~/.cache/e4e/inductor (stable across reboots, unlike the
+    default under /tmp). Sets the variable so that inductor and Triton use it."""
+    d = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(Path.home() / ".cache" / "e4e" / "inductor")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = d
+    Path(d).mkdir(parents=True, exist_ok=True)
+    return Path(d)
+
+
+def enable_compile_caches() -> Path:
+    """Persistent compile caches on (they are PyTorch's defaults; set here so a user's config can't
+    leave a new process compiling from scratch); -> the cache folder."""
+    d = compile_cache_dir()
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+    inductor_config.fx_graph_cache = True
+    inductor_config.autotune_local_cache = True
+    functorch_config.enable_autograd_cache = True
+    return d
+
+
+def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int | None = None,
+            compile_mode: str | None = None, impl: str | None = None):
+    """-> fn(x) -> (images (B, 3, size, size), W+ codes (B, n_styles, style_dim)), both float32.
+
+    precision: "auto" (tf32 on CUDA, fp32 on CPU), "fp32" (strict reference), "tf32", "bf16".
+    impl: the generator's op implementation (e4e.ops.impl); None picks default_impl.
+    compile: torch.compile with persistent caches and bucketed batches (see the module docstring);
+    compile_mode: a torch.compile mode, by default CUDA graphs on GPU ("reduce-overhead"), "default"
+    on CPU.
     """
     dev = next(inv.parameters()).device
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    precision = resolve_precision(precision, dev)
+    configure(inv, impl, compile)
     if dev.type == "cuda":
-        inv.decoder.use_grouped_conv(False)
-        inv.encoder.to(memory_format=torch.channels_last)
+        limit_cudnn_workspace()
 
     def forward(x):
         codes = inv.encode(x)
@@ -52,17 +148,23 @@ def prepare(inv, precision: str = "fp32", compile: bool = False, batch_size: int
 
     # CUDA graphs (reduce-overhead) took batch 8 at the FFHQ config from 325 to 403 images/s on an H100
     mode = compile_mode or ("reduce-overhead" if dev.type == "cuda" else "default")
-    step = torch.compile(forward, mode=mode) if compile else forward
+    if compile:
+        enable_compile_caches()
+    # dynamic=False: one static graph per bucket (static kernels are the fast ones)
+    step = torch.compile(forward, mode=mode, dynamic=False) if compile else forward
 
     @torch.no_grad()
     def run(x):
         n = x.shape[0]
-        if compile and batch_size and n < batch_size:
-            x = torch.cat([x, x[-1:].expand(batch_size - n, *x.shape[1:])])
-        if compile and dev.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
+        if compile:
+            b = bucket(n, batch_size)
+            if b > n:
+                x = torch.cat([x, x[-1:].expand(b - n, *x.shape[1:])])
+            if dev.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
         with precision_scope(precision, dev):
             images, codes = step(x)
+        images, codes = images[:n].float(), codes[:n].float()
         # a CUDA graph's outputs live in its memory pool and are overwritten by the next call
-        return images[:n].float().clone(), codes[:n].float().clone()
+        return (images.clone(), codes.clone()) if compile else (images, codes)
     return run

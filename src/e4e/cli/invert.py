@@ -102,9 +102,11 @@ def invert_batch(inv, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def batch_inverter(inv, precision: str, compile: bool, batch_size: int):
-    if precision == "fp32" and not compile:
+    """The reference forward on CPU in fp32 (what e4e.fast would run there too), else e4e.fast's path."""
+    from e4e.fast import prepare, resolve_precision
+    dev = next(inv.parameters()).device
+    if resolve_precision(precision, dev) == "fp32" and not compile and dev.type == "cpu":
         return lambda x: invert_batch(inv, x)
-    from e4e.fast import prepare
     return prepare(inv, precision, compile, batch_size=batch_size)
 
 
@@ -322,12 +324,14 @@ def register(sub):
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="image-decoding threads, working ahead of the model (default min(4, CPUs))")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
-                   help="fp32: reference numbers (default); tf32 / bf16: faster on GPU, images within about "
-                        "2e-3 / 3e-2 of fp32 (docs/benchmarks.md)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "tf32", "bf16"),
+                   help="auto (default): tf32 on CUDA (Triton kernels with E4E_KERNELS=triton), fp32 on CPU; fp32: "
+                        "strict reference numbers; tf32 / bf16: images within about 2e-3 / 3e-2 of fp32 "
+                        "(docs/benchmarks.md)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the encoder and generator: faster after the first batch, which "
-                        "compiles (about a minute for a 1024px model)")
+                        "compiles (about a minute for a 1024px model; cached in ~/.cache/e4e/inductor, so a "
+                        "later run on this machine starts warm)")
     p.add_argument("--fit", default="crop", choices=("crop", "pad", "stretch"),
                    help="non-square inputs: centre-crop, pad or stretch to the encoder's square (default crop)")
     p.add_argument("--size", type=int, metavar="PX", help="reconstruction image size (default: the generator's)")

@@ -3,6 +3,10 @@
 A `g_ema` state dict from rosinality's stylegan2-pytorch (the format the official e4e uses) loads
 with strict=True. Blur/upsample kernels are persistent buffers: the loaded values are used, not
 recomputed, so checkpoints with non-standard kernels reproduce exactly.
+
+How it computes is one explicit choice, `Generator.configure(grouped=, impl=, channels_last=)`: the
+modulated-conv form and the implementation of its ops (e4e.ops.impl: "ref", "taps" for torch.compile,
+"triton"). The defaults are the reference; e4e.fast picks the fast settings for inference.
 """
 import math
 import random
@@ -12,7 +16,8 @@ import torch
 from torch import nn
 
 from e4e.nets.layers import EqualLinear, PixelNorm
-from e4e.ops import fused_leaky_relu, make_kernel, modulated_conv2d, upfirdn2d
+from e4e.ops import add_noise, fused_leaky_relu, make_kernel, modconv_epilogue, modulated_conv2d, upfirdn2d
+from e4e.ops.impl import check_impl
 
 BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 
@@ -52,9 +57,10 @@ class Blur(nn.Module):
         super().__init__()
         self.register_buffer("kernel", make_kernel(kernel) * upsample_factor ** 2)
         self.pad = pad
+        self.impl = "ref"
 
     def forward(self, x):
-        return upfirdn2d(x, self.kernel, pad=self.pad)
+        return upfirdn2d(x, self.kernel, pad=self.pad, impl=self.impl)
 
 
 class Upsample(nn.Module):
@@ -64,9 +70,10 @@ class Upsample(nn.Module):
         self.register_buffer("kernel", make_kernel(kernel) * factor ** 2)
         p = self.kernel.shape[0] - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+        self.impl = "ref"
 
     def forward(self, x):
-        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad, impl=self.impl)
 
 
 class ModulatedConv2d(nn.Module):
@@ -83,15 +90,18 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_ch, bias_init=1)
-        # Grouped conv is the reference; the shared-weight form is faster at large batch on GPU.
+        # Grouped conv is the reference; the shared-weight form is faster on GPU. impl: the blur's.
         self.grouped = True
+        self.impl = "ref"
 
-    def forward(self, x, style):
+    def forward(self, x, style, defer_demod: bool = False):
+        """defer_demod (shared form): -> (output, demodulation coefficients) for modconv_epilogue."""
         s = self.modulation(style)
         return modulated_conv2d(
             x, self.weight[0] * self.scale, s, demodulate=self.demodulate, padding=self.padding,
             up=self.upsample, blur_kernel=self.blur.kernel if self.upsample else None,
-            blur_pad=self.blur.pad if self.upsample else (0, 0), grouped=self.grouped)
+            blur_pad=self.blur.pad if self.upsample else (0, 0), grouped=self.grouped, impl=self.impl,
+            defer_demod=defer_demod)
 
     def extra_repr(self):
         return (f"{self.in_ch}, {self.out_ch}, {self.kernel_size}, upsample={self.upsample}, "
@@ -102,13 +112,15 @@ class NoiseInjection(nn.Module):
     def __init__(self):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
+        self.impl = "ref"
+
+    @staticmethod
+    def draw(x):
+        b, _, h, w = x.shape
+        return x.new_empty(b, 1, h, w).normal_()
 
     def forward(self, x, noise=None):
-        if noise is None:
-            b, _, h, w = x.shape
-            noise = x.new_empty(b, 1, h, w).normal_()
-        # in x's dtype: an fp32 noise buffer would otherwise promote every later bf16 activation to fp32
-        return x + (self.weight * noise).to(x.dtype)
+        return add_noise(x, self.draw(x) if noise is None else noise, self.weight, impl=self.impl)
 
 
 class ConstantInput(nn.Module):
@@ -124,9 +136,10 @@ class FusedLeakyReLU(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.impl = "ref"
 
     def forward(self, x):
-        return fused_leaky_relu(x, self.bias)
+        return fused_leaky_relu(x, self.bias, impl=self.impl)
 
 
 class StyledConv(nn.Module):
@@ -137,7 +150,12 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_ch)
 
     def forward(self, x, style, noise=None):
-        return self.activate(self.noise(self.conv(x, style), noise=noise))
+        if self.conv.grouped:  # the reference chain: demodulated conv, noise, bias + leaky ReLU
+            return self.activate(self.noise(self.conv(x, style), noise=noise))
+        # shared form: demodulation, noise, bias, leaky ReLU and gain in one epilogue (one kernel with triton)
+        out, dcoef = self.conv(x, style, defer_demod=True)
+        return modconv_epilogue(out, dcoef, self.activate.bias, NoiseInjection.draw(out) if noise is None else noise,
+                                self.noise.weight, impl=self.activate.impl)
 
 
 class ToRGB(nn.Module):
@@ -183,20 +201,35 @@ class Generator(nn.Module):
             in_ch = out_ch
         self.channels_last = False
 
-    def use_grouped_conv(self, flag: bool) -> "Generator":
-        """Grouped (one weight per sample: the reference) or shared-weight modulated convs (faster on GPU
-        at large batch). Both compute the same function; tests check they agree."""
+    def configure(self, grouped: bool | None = None, impl: str | None = None,
+                  channels_last: bool | None = None) -> "Generator":
+        """How the generator computes (None leaves a setting as it is); every form is the same function,
+        tests check each against the reference (grouped=True, impl="ref", channels_last=False).
+
+        grouped: grouped modulated convs (one weight per sample: the reference) or the shared-weight form
+        (faster on GPU; the demodulation then runs in the fused epilogue with noise, bias and activation).
+        impl: the ops' implementation, e4e.ops.impl: "ref", "taps" (FIR as fusable taps: for
+        torch.compile) or "triton" (Triton kernels on CUDA, inference only; the reference elsewhere).
+        channels_last: NHWC synthesis. The modulated weights are 5-D, so `.to(memory_format=...)` on the
+        module does nothing; the layout is set on the activations and every op after the constant input
+        keeps it (cuDNN's tensor-core kernels want NHWC).
+        """
         for m in self.modules():
-            if isinstance(m, ModulatedConv2d):
-                m.grouped = flag
+            if grouped is not None and isinstance(m, ModulatedConv2d):
+                m.grouped = bool(grouped)
+            if impl is not None and isinstance(m, (Blur, Upsample, ModulatedConv2d, NoiseInjection, FusedLeakyReLU)):
+                m.impl = check_impl(impl)
+        if channels_last is not None:
+            self.channels_last = bool(channels_last)
         return self
 
+    def use_grouped_conv(self, flag: bool) -> "Generator":
+        """configure(grouped=flag), kept for callers of the earlier API (the trainers)."""
+        return self.configure(grouped=flag)
+
     def use_channels_last(self, flag: bool) -> "Generator":
-        """Run the synthesis network in NHWC. The modulated weights are 5-D, so the usual
-        `.to(memory_format=...)` on the module does nothing; the layout is set on the activations instead
-        and every op after the constant input keeps it (cuDNN's tensor-core kernels want NHWC)."""
-        self.channels_last = flag
-        return self
+        """configure(channels_last=flag), kept for callers of the earlier API."""
+        return self.configure(channels_last=flag)
 
     # -- latent spaces ---------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor) -> torch.Tensor:

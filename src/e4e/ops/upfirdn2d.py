@@ -1,5 +1,14 @@
+"""upfirdn2d: upsample (zero insertion), pad, FIR-filter, downsample, as rosinality's op does.
+
+In: x (N, C, H, W), a 2-D FIR kernel, integer up/down factors and (before, after) padding.
+Out: (N, C, (H*up + p0 + p1 - kh + 1) // down rounded up, same for W). Three implementations, chosen
+with impl= (e4e.ops.impl): the depthwise-conv reference, the shifted-slice taps that torch.compile
+fuses, and a Triton kernel (e4e.ops.triton_kernels) that does all four steps in one pass.
+"""
 import torch
 import torch.nn.functional as F
+
+from e4e.ops.impl import check_impl, use_triton
 
 
 def make_kernel(k) -> torch.Tensor:
@@ -11,13 +20,14 @@ def make_kernel(k) -> torch.Tensor:
 
 
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
-              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """Upsample (zero insertion), pad, FIR-filter, downsample, as rosinality's op does.
-
-    x: (N, C, H, W); kernel: (kh, kw), applied as a true convolution (flipped), which matters because
-    checkpoints store the kernel as a buffer and need not be symmetric. pad = (before, after) on both
-    axes; negative values crop.
-    """
+              pad: tuple[int, int] = (0, 0), impl: str = "ref") -> torch.Tensor:
+    """kernel: (kh, kw), applied as a true convolution (flipped), which matters because checkpoints store
+    the kernel as a buffer and need not be symmetric. pad = (before, after) on both axes; negative values
+    crop. impl: "ref" (depthwise conv), "taps" (for torch.compile) or "triton" (CUDA inference)."""
+    check_impl(impl)
+    if use_triton(impl, x, kernel):
+        from e4e.ops.triton_kernels import upfirdn2d_triton
+        return upfirdn2d_triton(x, kernel, up=up, down=down, pad=pad)
     n, c, h, w = x.shape
     kh, kw = kernel.shape
     p0, p1 = pad
@@ -27,7 +37,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         x = x.reshape(n, c, h * up, w * up)
     x = F.pad(x, (max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)))
     x = x[:, :, max(-p0, 0): x.shape[2] - max(-p1, 0), max(-p0, 0): x.shape[3] - max(-p1, 0)]
-    if torch.compiler.is_compiling():
+    if impl == "taps":
         x = fir_taps(x, kernel)
     else:
         weight = torch.flip(kernel, [0, 1]).to(x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)

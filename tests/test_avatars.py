@@ -125,6 +125,19 @@ def test_other_settings_are_refused_then_overwritten(built, tmp_path):
         avatars.read_pairs(tmp_path)
 
 
+def test_unwritable_output_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(E4EError, match="is a file, not a folder"):
+        avatars.build_avatars(tmp_path / "file", size=SIZE, count=2, workers=1, progress=False)
+
+    def full(image, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(avatars, "_save", full)
+    with pytest.raises(E4EError, match="No space left on device.*rerun to resume"):
+        avatars.build_avatars(tmp_path / "ds", size=SIZE, count=2, workers=1, progress=False)
+
+
 def test_split_rule():
     assert sum(avatars.split_of(i) == "test" for i in range(60000)) == 3000
     assert avatars.split_of(0) == "test"  # every build, however small, has a test image

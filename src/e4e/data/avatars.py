@@ -499,6 +499,8 @@ def build_avatars(out: str | Path, size: int = 128, count: int = 60000, seed: in
     start_time = time.perf_counter()
     style()  # the missing-extra error before anything is written
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise E4EError(f"{out} is a file, not a folder")
     parts = out / ".parts"
     settings = {"format": FORMAT, "size": size, "count": count, "seed": seed, **asdict(config),
                 "packages": versions()}
@@ -551,6 +553,8 @@ def build_avatars(out: str | Path, size: int = 128, count: int = 60000, seed: in
             with mp.get_context("spawn").Pool(workers, initializer=style) as pool:
                 for result in pool.imap_unordered(_run_shard, todo):
                     record(result)
+    except OSError as e:  # disk full, permissions: finished shards are kept, a rerun resumes
+        raise E4EError(f"{out}: writing the dataset failed ({' '.join(str(e).split())}); rerun to resume") from None
     finally:
         bar.close()
 

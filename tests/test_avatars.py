@@ -102,9 +102,9 @@ def test_interrupted_build_resumes_to_the_same_bytes(built, tmp_path, monkeypatc
         avatars.build_avatars(part, size=SIZE, count=COUNT, seed=3, workers=1, progress=False, shard_size=10)
     monkeypatch.setattr(avatars, "render", real)
     assert not (part / "labels.csv").exists()
-    done = sorted(p.name for p in (part / ".parts").glob("0*.json"))
+    done = sorted(p.name for p in (part / ".parts").glob("*.labels.csv"))
     # shards 0 and 1 are 10 images + the pairs of index 0 (<= 25 renders); shard 2 (index 20 on) died
-    assert done == ["00000.json", "00001.json"]
+    assert done == ["00000.labels.csv", "00001.labels.csv"]
     stats = avatars.build_avatars(part, size=SIZE, count=COUNT, seed=3, workers=1, progress=False, shard_size=10)
     assert stats["rendered"] == COUNT - 20
     assert files_of(part) == files_of(out)

@@ -102,9 +102,9 @@ def test_interrupted_build_resumes_to_the_same_bytes(built, tmp_path, monkeypatc
         avatars.build_avatars(part, size=SIZE, count=COUNT, seed=3, workers=1, progress=False, shard_size=10)
     monkeypatch.setattr(avatars, "render", real)
     assert not (part / "labels.csv").exists()
-    done = sorted(p.name for p in (part / ".parts").glob("0*.json"))
+    done = sorted(p.name for p in (part / ".parts").glob("*.labels.csv"))
     # shards 0 and 1 are 10 images + the pairs of index 0 (<= 25 renders); shard 2 (index 20 on) died
-    assert done == ["00000.json", "00001.json"]
+    assert done == ["00000.labels.csv", "00001.labels.csv"]
     stats = avatars.build_avatars(part, size=SIZE, count=COUNT, seed=3, workers=1, progress=False, shard_size=10)
     assert stats["rendered"] == COUNT - 20
     assert files_of(part) == files_of(out)
@@ -123,6 +123,19 @@ def test_other_settings_are_refused_then_overwritten(built, tmp_path):
     assert stats["rendered"] == 4 and len(avatars.read_labels(out)) == 4 and avatars.read_pairs(out)
     with pytest.raises(E4EError, match="no pairs file"):
         avatars.read_pairs(tmp_path)
+
+
+def test_unwritable_output_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(E4EError, match="is a file, not a folder"):
+        avatars.build_avatars(tmp_path / "file", size=SIZE, count=2, workers=1, progress=False)
+
+    def full(image, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(avatars, "_save", full)
+    with pytest.raises(E4EError, match="No space left on device.*rerun to resume"):
+        avatars.build_avatars(tmp_path / "ds", size=SIZE, count=2, workers=1, progress=False)
 
 
 def test_split_rule():

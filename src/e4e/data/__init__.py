@@ -1,1 +1,2 @@
-"""Datasets: the emoji training set builder and a generic image-folder dataset."""
+"""Datasets: the emoji training set builder, the avataaars face builder (labels and counterfactual
+pairs), and a generic image-folder dataset."""

@@ -422,8 +422,9 @@ def _save(image, path: Path) -> None:
     image.save(path, "PNG", compress_level=3)
 
 
-def _run_shard(job: _Job) -> tuple[int, list[dict], list[dict] | None]:
-    """Render one shard of indices (and the pairs of its test images); returns its CSV rows."""
+def _run_shard(job: _Job) -> tuple[int, int, str, str | None]:
+    """Render one shard of indices (and the pairs of its test images) -> (shard, images, labels.csv
+    rows, pairs.csv rows), the rows as CSV text without a header."""
     out, keys = Path(job.out), option_keys()
     labels, pairs = [], [] if job.pairs else None
     for i in range(job.start, job.stop):
@@ -444,7 +445,16 @@ def _run_shard(job: _Job) -> tuple[int, list[dict], list[dict] | None]:
             _save(image, out / prel)
             pairs.append({"file": prel, "source": rel, "attribute": attribute, "target": target,
                           **_row(new, keys)})
-    return job.shard, labels, pairs
+    return (job.shard, len(labels), _csv_text(labels, label_columns(), header=False),
+            None if pairs is None else _csv_text(pairs, pair_columns(), header=False))
+
+
+def label_columns() -> list[str]:
+    return ["file", "split", "seed", *LABEL_COLUMNS, *(f"opt_{k}" for k in option_keys())]
+
+
+def pair_columns() -> list[str]:
+    return ["file", "source", "attribute", "target", *LABEL_COLUMNS, *(f"opt_{k}" for k in option_keys())]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -453,10 +463,11 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _csv_text(rows: list[dict], columns) -> str:
+def _csv_text(rows: list[dict], columns, header: bool = True) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
 
@@ -499,6 +510,8 @@ def build_avatars(out: str | Path, size: int = 128, count: int = 60000, seed: in
     start_time = time.perf_counter()
     style()  # the missing-extra error before anything is written
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise E4EError(f"{out} is a file, not a folder")
     parts = out / ".parts"
     settings = {"format": FORMAT, "size": size, "count": count, "seed": seed, **asdict(config),
                 "packages": versions()}
@@ -524,11 +537,11 @@ def build_avatars(out: str | Path, size: int = 128, count: int = 60000, seed: in
     jobs = [_Job(k, a, min(a + shard_size, count), str(out), size, seed, width, pairs, config)
             for k, a in enumerate(range(0, count, shard_size))]
 
+    def part(job, kind):  # a shard's rows of labels.csv / pairs.csv, CSV without a header
+        return parts / f"{job.shard:05d}.{kind}.csv"
+
     def done(job):
-        p = parts / f"{job.shard:05d}.json"
-        if not p.is_file():
-            return False
-        return not pairs or json.loads(p.read_text())["pairs"] is not None
+        return part(job, "labels").is_file() and (not pairs or part(job, "pairs").is_file())
 
     todo = [j for j in jobs if not done(j)]
     rendered = sum(j.stop - j.start for j in todo)
@@ -537,9 +550,11 @@ def build_avatars(out: str | Path, size: int = 128, count: int = 60000, seed: in
                smoothing=0.05)
 
     def record(result):
-        shard, labels, prs = result
-        _write_atomic(parts / f"{shard:05d}.json", json.dumps({"labels": labels, "pairs": prs}))
-        bar.update(len(labels))
+        shard, n, labels_text, pairs_text = result
+        if pairs_text is not None:  # pairs first: the labels part marks the shard done
+            _write_atomic(part(jobs[shard], "pairs"), pairs_text)
+        _write_atomic(part(jobs[shard], "labels"), labels_text)
+        bar.update(n)
 
     try:
         if workers == 1 or len(todo) <= 1:
@@ -551,20 +566,18 @@ def build_avatars(out: str | Path, size: int = 128, count: int = 60000, seed: in
             with mp.get_context("spawn").Pool(workers, initializer=style) as pool:
                 for result in pool.imap_unordered(_run_shard, todo):
                     record(result)
+    except OSError as e:  # disk full, permissions: finished shards are kept, a rerun resumes
+        raise E4EError(f"{out}: writing the dataset failed ({' '.join(str(e).split())}); rerun to resume") from None
     finally:
         bar.close()
 
-    labels, pair_rows = [], []
-    for job in jobs:
-        part = json.loads((parts / f"{job.shard:05d}.json").read_text())
-        labels += part["labels"]
-        pair_rows += part["pairs"] or []
-    keys = option_keys()
-    opt = [f"opt_{k}" for k in keys]
-    _write_atomic(out / "labels.csv", _csv_text(labels, ["file", "split", "seed", *LABEL_COLUMNS, *opt]))
+    header = _csv_text([], label_columns())
+    _write_atomic(out / "labels.csv", header + "".join(part(j, "labels").read_text(encoding="utf-8") for j in jobs))
     if pairs:
-        _write_atomic(out / "pairs.csv", _csv_text(pair_rows, ["file", "source", "attribute", "target",
-                                                               *LABEL_COLUMNS, *opt]))
+        header = _csv_text([], pair_columns())
+        _write_atomic(out / "pairs.csv", header + "".join(part(j, "pairs").read_text(encoding="utf-8") for j in jobs))
+    labels = read_labels(out)
+    pair_rows = read_pairs(out) if pairs else []
     counts = {s: sum(r["split"] == s for r in labels) for s in ("train", "test")}
     stats = {
         **settings, "split": {"rule": f"index % {TEST_EVERY} == 0 -> test", **counts},
@@ -592,7 +605,7 @@ def _clear(out: Path) -> None:
     for d in ("train", "test", *(f"pairs/{a}" for a in EDIT_ATTRIBUTES)):
         for p in (out / d).glob("*.png"):
             p.unlink()
-    for p in (out / ".parts").glob("*.json"):
+    for p in (out / ".parts").glob("*.csv"):
         p.unlink()
     for name in ("labels.csv", "pairs.csv", "info.json"):
         (out / name).unlink(missing_ok=True)

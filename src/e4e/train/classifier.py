@@ -430,7 +430,8 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, stop_at: int | None 
 
 def format_report(report: dict) -> str:
     lines = [f"test accuracy on {report['n']} images (majority-class baseline in brackets):"]
+    w = max(len(n) for n in [*report["attributes"], "mean"])
     for name, a in report["attributes"].items():
-        lines.append(f"  {name:<14} {a['accuracy']:.4f}  ({a['majority']:.4f}, {a['majority_class']})")
-    lines.append(f"  {'mean':<14} {report['mean_accuracy']:.4f}  ({report['mean_majority']:.4f})")
+        lines.append(f"  {name:<{w}} {a['accuracy']:.4f}  ({a['majority']:.4f}, {a['majority_class']})")
+    lines.append(f"  {'mean':<{w}} {report['mean_accuracy']:.4f}  ({report['mean_majority']:.4f})")
     return "\n".join(lines)

@@ -345,34 +345,40 @@ def _score_pairs(unit, sources, pairs_of, truths, truth_labels, by_key, scorers,
     score_unit(unit, x, reencode, lec_dirs, scorers, eo, totals)
     real.append(scorers.features(x).double().cpu())
     recon = render(unit.generator, unit.codes, size).clamp(-1, 1)
+    # every (pair, kind, strength) edit of this unit, rendered and scored in chunks of the batch size
+    jobs, moved = [], []  # (pair, kind, strength label, strength, direction)
     for i in range(b):
         for p in pairs_of[unit.start + i]:
-            truth = truths[p["file"]].to(device)[None]
             for kind in KINDS:
                 d = by_key.get((kind, p["attribute"], p["target"]))
                 if d is None:
                     continue
-                points = [(str(s), s) for s in opts.strengths]
-                if d.s90 is not None:
-                    points.append((S90, d.s90))
-                moved = torch.cat([edit_codes(unit.codes[i:i + 1], d.vector, s) for _, s in points])
-                edited = _chunks(lambda c: render(unit.generator, c, size), moved, chunk).clamp(-1, 1)
-                got = label_strings(judge, edited, tuple(truth_labels[p["file"]]), chunk)
-                feats = _chunks(scorers.features, edited, chunk).double().cpu()
-                t = truth.expand_as(edited)
-                mse = metrics.mse(edited, t).reshape(-1).tolist()
-                perc = torch.as_tensor(scorers.perceptual(edited, t)).reshape(-1).tolist()
-                others = [a for a in truth_labels[p["file"]] if a != p["attribute"]]
-                for j, (label, s) in enumerate(points):
-                    g = groups.setdefault((kind, p["attribute"], label), _Group())
-                    g.success.append(got[p["attribute"]][j] == p["target"])
-                    g.preserved.append(all(got[a][j] == truth_labels[p["file"]][a] for a in others))
-                    g.mse.append(mse[j])
-                    g.perceptual.append(perc[j])
-                    g.strength.append(s)
-                    g.features.setdefault(p["target"], []).append(feats[j:j + 1])
-                if kind == opts.sheet_kind and len(sheet) < opts.sheet_pairs * 4 and d.s90 is not None:
-                    sheet += [x[i].cpu(), recon[i].cpu(), edited[-1].cpu(), truth[0].cpu()]
+                points = [(str(s), s) for s in opts.strengths] + ([(S90, d.s90)] if d.s90 is not None else [])
+                for label, s in points:
+                    jobs.append((i, p, kind, label, s, d))
+                    moved.append(edit_codes(unit.codes[i:i + 1], d.vector, s))
+    if not jobs:
+        return
+    attrs = tuple(next(iter(truth_labels.values())))
+    for k in range(0, len(jobs), chunk):
+        part = jobs[k:k + chunk]
+        edited = render(unit.generator, torch.cat(moved[k:k + chunk]), size).clamp(-1, 1)
+        t = torch.stack([truths[p["file"]] for _, p, *_ in part]).to(device)
+        got = label_strings(judge, edited, attrs, chunk)
+        feats = scorers.features(edited).double().cpu()
+        mse = metrics.mse(edited, t).reshape(-1).tolist()
+        perc = torch.as_tensor(scorers.perceptual(edited, t)).reshape(-1).tolist()
+        for j, (i, p, kind, label, s, d) in enumerate(part):
+            g = groups.setdefault((kind, p["attribute"], label), _Group())
+            want = truth_labels[p["file"]]
+            g.success.append(got[p["attribute"]][j] == p["target"])
+            g.preserved.append(all(got[a][j] == want[a] for a in attrs if a != p["attribute"]))
+            g.mse.append(mse[j])
+            g.perceptual.append(perc[j])
+            g.strength.append(s)
+            g.features.setdefault(p["target"], []).append(feats[j:j + 1])
+            if kind == opts.sheet_kind and label == S90 and len(sheet) < opts.sheet_pairs * 4:
+                sheet += [x[i].cpu(), recon[i].cpu(), edited[j].cpu(), t[j].cpu()]
 
 
 # ------------------------------------------------------------------------------------- preparation

@@ -273,6 +273,34 @@ def test_read_pairs_errors(tmp_path):
 # --------------------------------------------------------------------------------------------- CLI
 
 
+def results_doc():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("results_doc", Path(__file__).parents[1] / "bench" / "results_doc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_results_doc_verdicts_follow_the_numbers():
+    rd = results_doc()
+    summary = {"e4e": {"mse": "0.11", "perceptual": "0.21", "ms_ssim": "0.8", "success": "0.9", "preservation": "0.8",
+                       "edit_fid": "10", "edit_kid": "0.001"},
+               "psp": {"mse": "0.10", "perceptual": "0.20", "ms_ssim": "0.8", "success": "0.9", "preservation": "0.7",
+                       "edit_fid": "12", "edit_kid": "0.002"}}
+    s90 = {("e4e", "smile"): {"edit_perceptual": "0.3"}, ("psp", "smile"): {"edit_perceptual": "0.4"},
+           ("e4e", "hat"): {"edit_perceptual": "0.3"}, ("psp", "hat"): {"edit_perceptual": "0.35"},
+           ("e4e", "glasses"): {"edit_perceptual": "0.5"}, ("psp", "glasses"): {"edit_perceptual": "0.4"}}
+    text = "\n".join(rd.claims(summary, s90, ["smile", "hat", "glasses"]))
+    assert "**reproduced.** Reconstruction MSE" in text  # 10% and 5% worse: inside the 15% margin
+    assert "**reproduced** (2 of 3 attributes)" in text
+    assert "**reproduced.** FID of edits" in text
+    summary["e4e"]["mse"] = "0.2"  # 100% worse
+    summary["e4e"]["edit_kid"] = "0.003"
+    text = "\n".join(rd.claims(summary, s90, ["glasses"]))
+    assert "more than 15% worse" in text and "**not reproduced** (0 of 1" in text and "mixed" in text
+
+
 @pytest.fixture(scope="module")
 def avatar_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("avatars")
@@ -320,6 +348,15 @@ def test_cli_pairs_end_to_end_and_resume(avatar_setup, tmp_path, monkeypatch, ca
     for name in ("pairs_tradeoff.png", "pairs_bars.png", "directions.safetensors"):
         assert (out / name).is_file(), name
     assert len(Image.open(out / "pairs_bars.png").convert("RGB").getcolors(1 << 20)) > 8
+    # the docs page is generated from the folder (claims section, figures copied, emoji text kept below)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "results.md").write_text("# Results: e4e on a domain of our own\n\nemoji text\n")
+    assert results_doc().main([str(out), "--docs", str(docs)]) == 0
+    page = (docs / "results.md").read_text()
+    assert "### 1. Distortion" in page and "| e4e |" in page and "## Earlier: emoji" in page and "emoji text" in page
+    assert (docs / "eval" / "pairs" / "pairs_tradeoff.png").is_file()
+    assert (docs / "eval" / "pairs" / "sheet_pti.png").is_file()
     # rerun: every method and the directions come from the cache, the table is the same
     rc = main(argv[:-1])
     log = capsys.readouterr().out

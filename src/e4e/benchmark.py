@@ -199,7 +199,8 @@ def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]],
                 try:
                     fit = fit_direction(x, y, seed=seed, steps=steps)
                 except E4EError as e:
-                    skipped.append(f"{kind} {attribute}={target}: {e}")
+                    what = "labelled generator samples" if kind == "ifg_samples" else "encoded training images"
+                    skipped.append(f"{kind} {attribute}={target}: not fitted on {x.shape[0]} {what} ({e})")
                     continue
                 vec = scale_to_w_std(sign * fit.direction.reshape(-1), w_samples)
                 dirs.append(Direction(kind, attribute, target, vec, {"accuracy": fit.accuracy, "n": x.shape[0]}))
@@ -496,7 +497,8 @@ def mean_over_attributes(curves: list[dict], method: str, kind: str, strength: s
 
 
 SUMMARY_COLUMNS = [
-    ("method", "method", "s"), ("images", "images", "d"), ("mse", "recon MSE ↓", ".4f"),
+    ("method", "method", "s"), ("images", "images", "d"), ("attributes", "attributes at s90", "d"),
+    ("mse", "recon MSE ↓", ".4f"),
     ("perceptual", "recon perceptual ↓", ".4f"), ("ms_ssim", "recon MS-SSIM ↑", ".4f"),
     ("lec_latent", "LEC latent ↓", ".3f"), ("mahalanobis_w", "Mahalanobis to W ↓", ".2f"),
     ("success", "edit success ↑", ".3f"), ("preservation", "preservation ↑", ".3f"),

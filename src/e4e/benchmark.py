@@ -31,8 +31,9 @@ strength on generator samples, never on the test pairs it then scores).
 Per pair (a test image, an attribute, a target) and method: success = the judge predicts the target on the
 edited inversion; preserved = the judge's predictions of every other edit attribute on the edit equal its
 predictions on the true counterfactual (so classifier bias and legitimate couplings such as hat -> no hair
-colour cancel); edit MSE / perceptual = between the (clamped) edit and the counterfactual; realism = FID /
-KID of the edits against real test avatars that have the target value (weighted over target values).
+colour cancel); edit MSE / perceptual = between the (clamped) edit and the counterfactual; realism (at s90 only: one
+FID per cell and target value is the slow part) = FID / KID of the edits against real test avatars that
+have the target value (weighted over target values).
 """
 from __future__ import annotations
 
@@ -279,16 +280,19 @@ class _Group:
         self.success, self.preserved, self.mse, self.perceptual, self.strength = [], [], [], [], []
         self.features: dict[str, list[torch.Tensor]] = {}  # target -> edit features
 
-    def row(self, real_by_target: dict, seed: int) -> dict:
+    def row(self, real_by_target: dict, seed: int, realism: bool = True, device=None) -> dict:
+        """Means over the pairs; with `realism`, FID / KID against the real images of each target value
+        (computed on `device`: 1280-d covariances are slow in float64 on a CPU)."""
         n = len(self.success)
         row = {"pairs": n, "success": sum(self.success) / n, "preservation": sum(self.preserved) / n,
                "edit_mse": sum(self.mse) / n, "edit_perceptual": sum(self.perceptual) / n,
                "strength_used": sum(self.strength) / n}
         fids, kids, weights = [], [], []
-        for target, feats in self.features.items():
-            f, real = torch.cat(feats), real_by_target.get(target)
+        for target, feats in (self.features.items() if realism else ()):
+            f, real = torch.cat(feats).to(device), real_by_target.get(target)
             if real is None or f.shape[0] < 2 or real.shape[0] < 2:
                 continue
+            real = real.to(device)
             fids.append(metrics.fid_from_features(f, real))
             kids.append(metrics.kid_from_features(f, real, subsets=50, subset_size=1000, seed=seed))
             weights.append(f.shape[0])
@@ -329,7 +333,8 @@ def benchmark_method(method: str, sources: torch.Tensor, pairs_of: list[list[dic
     curves = []
     for (kind, attribute, label), g in groups.items():
         curves.append({"method": method, "kind": kind, "attribute": attribute, "strength": label,
-                       **g.row(real_by_attr.get(attribute, {}), eo.seed)})
+                       **g.row(real_by_attr.get(attribute, {}), eo.seed, realism=label == S90,
+                               device=next(judge.parameters()).device)})
     return row, curves, sheet
 
 
@@ -558,7 +563,7 @@ def reference_curves(sources: torch.Tensor, pairs_of: list[list[dict]], truths: 
                 g.strength.append(0.0)
                 g.features.setdefault(p["target"], []).append(feats[j:j + 1])
     return [{"method": name, "kind": "–", "attribute": a, "strength": "–",
-             **g.row(real_by_attr.get(a, {}), seed)} for (name, a), g in groups.items()]
+             **g.row(real_by_attr.get(a, {}), seed, device=device)} for (name, a), g in groups.items()]
 
 
 def group_features(features: torch.Tensor, rows: list[dict], attributes) -> dict[str, dict[str, torch.Tensor]]:

@@ -255,7 +255,7 @@ def _definitions(bm, args, scorers, strengths) -> list[str]:
         "- success: the judge predicts the target on the edited inversion. preservation: its predictions of every "
         "other edit attribute on the edit equal its predictions on the true counterfactual.",
         f"- edit MSE / perceptual: between the clamped edit and the counterfactual ({scorers.perceptual_name}); "
-        f"edit FID / KID ({scorers.features_name} features): edits against real test avatars with the target "
+        f"edit FID / KID (at s90 only) ({scorers.features_name} features): edits against real test avatars with the target "
         f"value (at most {args.reference_limit} test images), weighted over target values; small sets bias FID "
         "upwards, compare rows of similar size.",
         "- recon columns, LEC and Mahalanobis to W: as `e4e eval` (e4e.evaluate), on the same test images.",

@@ -186,7 +186,7 @@ def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]],
     w_samples (N, D) with sample_labels {attribute: N strings}; code_feats (M, n, D) or (M, D) with
     code_labels; components an e4e.evaluate.EditSet; targets {attribute: target values}."""
     from e4e.editing import fit_direction
-    dirs, skipped = [], []
+    dirs, skipped, fits = [], [], {}
     comp_vecs = components.directions.double()
     comp_coord = (w_samples.double() - w_samples.double().mean(0)) @ comp_vecs.T  # (N, K)
     for attribute, values in targets.items():
@@ -197,8 +197,11 @@ def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]],
                 sources.append(("ifg_codes", code_feats, code_labels))
             for kind, x, labels in sources:
                 y = _one_vs_rest(attribute, target, labels[attribute])
+                key = (kind, attribute, "1" if attribute in BINARY else target)  # a binary pair shares one fit
                 try:
-                    fit = fit_direction(x, y, seed=seed, steps=steps)
+                    if key not in fits:
+                        fits[key] = fit_direction(x, y, seed=seed, steps=steps)
+                    fit = fits[key]
                 except E4EError as e:
                     what = "labelled generator samples" if kind == "ifg_samples" else "encoded training images"
                     skipped.append(f"{kind} {attribute}={target}: not fitted on {x.shape[0]} {what} ({e})")

@@ -195,8 +195,9 @@ def exact_setup():
     return exact, sources, truths, vec, pairs, judge, truth_labels
 
 
-def test_edit_success_preservation_and_zero_distortion_at_the_truth(exact_setup):
+def test_edit_success_preservation_and_zero_distortion_at_the_truth(exact_setup, monkeypatch):
     exact, sources, truths, vec, pairs, judge, truth_labels = exact_setup
+    monkeypatch.setattr(bm, "REALISM_MIN", 2)
     d = bm.Direction("ifg_samples", "smile", "1", vec, s90=1.5)
     opts = bm.BenchOptions(eval=EvalOptions(methods=("e4e",), batch_size=2, strengths=(1.0,), n_directions=1,
                                             w_samples=200), strengths=(0.0,), sheet_pairs=2)
@@ -220,8 +221,9 @@ def test_edit_success_preservation_and_zero_distortion_at_the_truth(exact_setup)
     torch.testing.assert_close(sheet[2], truths[0], atol=1e-5, rtol=0)
 
 
-def test_reference_rows_truth_is_the_ceiling(exact_setup):
+def test_reference_rows_truth_is_the_ceiling(exact_setup, monkeypatch):
     exact, sources, truths, vec, pairs, judge, truth_labels = exact_setup
+    monkeypatch.setattr(bm, "REALISM_MIN", 2)
     feats = TinyFeatures().eval()
     with torch.no_grad():
         real = {"smile": {"1": feats(truths).double()}}

@@ -33,7 +33,8 @@ edited inversion; preserved = the judge's predictions of every other edit attrib
 predictions on the true counterfactual (so classifier bias and legitimate couplings such as hat -> no hair
 colour cancel); edit MSE / perceptual = between the (clamped) edit and the counterfactual; realism (at s90 only: one
 FID per cell and target value is the slow part) = FID / KID of the edits against real test avatars that
-have the target value (weighted over target values).
+have the target value (weighted over target values; target values with fewer than REALISM_MIN edits or
+real images are left out).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ EDIT_ATTRIBUTES = ("smile", "glasses", "facial_hair", "hat", "hair_colour")
 BINARY = ("smile", "glasses", "facial_hair", "hat")
 KINDS = ("ifg_samples", "ifg_codes", "component")
 S90 = "s90"
+REALISM_MIN = 10  # FID / KID of fewer images per target value is noise (and costs 1280-d eigendecompositions)
 
 
 # ------------------------------------------------------------------------------------------- dataset
@@ -293,7 +295,7 @@ class _Group:
         fids, kids, weights = [], [], []
         for target, feats in (self.features.items() if realism else ()):
             f, real = torch.cat(feats).to(device), real_by_target.get(target)
-            if real is None or f.shape[0] < 2 or real.shape[0] < 2:
+            if real is None or f.shape[0] < REALISM_MIN or real.shape[0] < REALISM_MIN:
                 continue
             real = real.to(device)
             fids.append(metrics.fid_from_features(f, real))

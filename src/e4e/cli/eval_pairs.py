@@ -256,8 +256,9 @@ def _definitions(bm, args, scorers, strengths) -> list[str]:
         "other edit attribute on the edit equal its predictions on the true counterfactual.",
         f"- edit MSE / perceptual: between the clamped edit and the counterfactual ({scorers.perceptual_name}); "
         f"edit FID / KID (at s90 only) ({scorers.features_name} features): edits against real test avatars with the target "
-        f"value (at most {args.reference_limit} test images), weighted over target values; small sets bias FID "
-        "upwards, compare rows of similar size.",
+        f"value (at most {args.reference_limit} test images), weighted over target values, leaving out target values "
+        f"with fewer than {bm.REALISM_MIN} edits or real images; small sets bias FID upwards, compare rows of "
+        "similar size.",
         "- recon columns, LEC and Mahalanobis to W: as `e4e eval` (e4e.evaluate), on the same test images.",
     ]
 

@@ -54,8 +54,8 @@ def claims(summary: dict, s90: dict, attrs: list[str]) -> list[str]:
     out += ["### 1. Distortion: e4e reconstructs slightly worse than pSp (free W+)", "",
             f"**{verdict}.** Reconstruction MSE {fmt(num(e, 'mse'))} (e4e) vs {fmt(num(p, 'mse'))} (pSp), "
             f"×{rm:.3f}; perceptual {fmt(num(e, 'perceptual'))} vs {fmt(num(p, 'perceptual'))}, ×{rp:.3f}; "
-            f"MS-SSIM {fmt(num(e, 'ms_ssim'))} vs {fmt(num(p, 'ms_ssim'))}. Rule: reproduced when e4e is worse by "
-            f"0–{PAPER_RECON_MARGIN:.0%} on both MSE and perceptual distance.", "",
+            f"MS-SSIM {fmt(num(e, 'ms_ssim'))} vs {fmt(num(p, 'ms_ssim'))}. Rule: reproduced when the larger of the two "
+            f"ratios (MSE, perceptual) lies in 1–{1 + PAPER_RECON_MARGIN:.2f}.", "",
             "_Why: to be written after reading the sample sheets._", ""]
     # 2. editability against the truth
     better = [a for a in attrs if num(s90.get(("e4e", a)), "edit_perceptual") is not None
@@ -64,7 +64,8 @@ def claims(summary: dict, s90: dict, attrs: list[str]) -> list[str]:
     scored = [a for a in attrs if ("e4e", a) in s90 and ("psp", a) in s90]
     per = "; ".join(f"{a} {fmt(num(s90[('e4e', a)], 'edit_perceptual'))} vs "
                     f"{fmt(num(s90[('psp', a)], 'edit_perceptual'))}" for a in scored)
-    verdict = "reproduced" if scored and len(better) * 2 > len(scored) else "not reproduced"
+    verdict = ("not measured (no attribute has s90 cells for both e4e and pSp)" if not scored else
+               "reproduced" if len(better) * 2 > len(scored) else "not reproduced")
     out += ["### 2. Editability: e4e's edits land closer to the true edit than pSp's", "",
             f"**{verdict}** ({len(better)} of {len(scored)} attributes). Edit perceptual distance to the true "
             f"counterfactual, e4e vs pSp: {per}. Success {fmt(num(e, 'success'), '.3f')} vs "

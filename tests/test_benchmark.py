@@ -301,6 +301,7 @@ def test_results_doc_verdicts_follow_the_numbers():
     summary["e4e"]["edit_kid"] = "0.003"
     text = "\n".join(rd.claims(summary, s90, ["glasses"]))
     assert "more than 15% worse" in text and "**not reproduced** (0 of 1" in text and "mixed" in text
+    assert "**not measured (no attribute" in "\n".join(rd.claims(summary, {}, ["glasses"]))
 
 
 @pytest.fixture(scope="module")

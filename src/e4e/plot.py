@@ -1,4 +1,5 @@
-"""Small scatter plots drawn with Pillow alone (no plotting library): labelled points, axes, ticks, legend."""
+"""Small scatter plots and grouped bar charts drawn with Pillow alone (no plotting library): labelled points or
+bars, axes, ticks, legend."""
 from __future__ import annotations
 
 import math
@@ -173,6 +174,84 @@ def scatter_panels(panels: list[Panel], path, title: str = "", panel_size: tuple
     for n, w in entries:
         color, marker = styles[n]
         _marker(draw, marker, x + r, y, r, color)
+        draw.text((x + 2 * r + 8, y), n, font=f, fill="black", anchor="lm")
+        x += w + 24
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+@dataclass
+class BarPanel:
+    title: str
+    y_label: str
+    groups: list[str]  # x positions (e.g. attributes)
+    values: dict[str, list[float | None]]  # series name (e.g. method) -> one value per group; None: not measured
+
+
+def _draw_bars(img: Image.Image, box: tuple[int, int, int, int], panel: BarPanel, styles: dict, fs: int) -> None:
+    draw = ImageDraw.Draw(img)
+    f, f_small, f_title = font(fs), font(fs - 2), font(fs + 2)
+    left, top, right, bottom = box
+    vals = [v for vs in panel.values.values() for v in vs if v is not None and math.isfinite(v)] or [0.0]
+    yt = nice_ticks(min(0.0, min(vals)), max(vals) * 1.1 if max(vals) > 0 else 1.0)
+    y_label_w = max(_text_size(draw, _tick_label(v, yt[1] - yt[0]), f_small)[0] for v in yt)
+    px0, px1 = left + y_label_w + fs * 2 + 14, right - 16
+    py0, py1 = top + fs * 2 + 10, bottom - fs * 2 - 10
+    draw.text(((px0 + px1) / 2, top + 4), panel.title, font=f_title, fill="black", anchor="ma")
+
+    def sy(v):
+        return py1 - (v - yt[0]) / (yt[-1] - yt[0]) * (py1 - py0)
+
+    for v in yt:
+        draw.line([(px0, sy(v)), (px1, sy(v))], fill="#e4e4e4")
+        draw.text((px0 - 8, sy(v)), _tick_label(v, yt[1] - yt[0]), font=f_small, fill="black", anchor="rm")
+    draw.rectangle([px0, py0, px1, py1], outline="black")
+    n_groups, series = max(1, len(panel.groups)), list(panel.values)
+    slot = (px1 - px0) / n_groups
+    bar_w = slot * 0.8 / max(1, len(series))
+    for gi, name in enumerate(panel.groups):
+        x0 = px0 + gi * slot + slot * 0.1
+        for si, s in enumerate(series):
+            v = panel.values[s][gi]
+            if v is None or not math.isfinite(v):
+                continue
+            color = styles[s][0]
+            draw.rectangle([x0 + si * bar_w, min(sy(v), sy(0)), x0 + (si + 1) * bar_w - 1, max(sy(v), sy(0))],
+                           fill=color, outline="black")
+        draw.text((px0 + (gi + 0.5) * slot, py1 + 6), name, font=f_small, fill="black", anchor="ma")
+    w, h = _text_size(draw, panel.y_label, f)
+    label = Image.new("RGBA", (w + 8, h + 8), (255, 255, 255, 0))
+    ImageDraw.Draw(label).text((4, 4), panel.y_label, font=f, fill="black")
+    label = label.rotate(90, expand=True)
+    img.paste(label, (left + 2, int((py0 + py1) / 2 - label.height / 2)), label)
+
+
+def bar_panels(panels: list[BarPanel], path, title: str = "", panel_size: tuple[int, int] = (620, 420),
+               font_size: int = 18, columns: int = 2) -> Path:
+    """Grouped bar charts in a grid of `columns`, one colour per series shared by all panels; saves PNG."""
+    names = list(dict.fromkeys(n for p in panels for n in p.values))
+    styles = {n: (COLORS[i % len(COLORS)], "square") for i, n in enumerate(names)}
+    cols = max(1, min(columns, len(panels)))
+    rows = max(1, math.ceil(len(panels) / cols))
+    legend_h = font_size * 2 + 12
+    title_h = font_size * 2 + 8 if title else 0
+    width = panel_size[0] * cols
+    img = Image.new("RGB", (width, title_h + rows * panel_size[1] + legend_h), "white")
+    draw = ImageDraw.Draw(img)
+    if title:
+        draw.text((width / 2, 8), title, font=font(font_size + 4), fill="black", anchor="ma")
+    for i, p in enumerate(panels):
+        x, y = (i % cols) * panel_size[0], title_h + (i // cols) * panel_size[1]
+        _draw_bars(img, (x, y, x + panel_size[0], y + panel_size[1]), p, styles, font_size)
+    f, probe = font(font_size), ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    r = max(5, font_size // 2)
+    entries = [(n, 2 * r + 8 + _text_size(probe, n, f)[0]) for n in names]
+    x = (width - sum(w for _, w in entries) - 24 * max(0, len(entries) - 1)) / 2
+    y = title_h + rows * panel_size[1] + legend_h / 2
+    for n, w in entries:
+        _marker(draw, "square", x + r, y, r, styles[n][0])
         draw.text((x + 2 * r + 8, y), n, font=f, fill="black", anchor="lm")
         x += w + 24
     path = Path(path)

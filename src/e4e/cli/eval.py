@@ -3,6 +3,9 @@
 Writes DIR/results.md (table + definitions), DIR/results.csv (raw values) and DIR/tradeoff.png (distortion
 against editability and distance to W, one point per method). See e4e.evaluate for what each column means.
 
+With --pairs DIR (an avatar dataset folder) it runs the ground-truth editing benchmark instead: see
+e4e.cli.eval_pairs and e4e.benchmark.
+
 Each finished row is also saved in DIR/.cache with a fingerprint of everything it depends on (images,
 checkpoints, metric weights, settings), so an interrupted run resumes at the method it was on, and methods
 can be run in separate processes (`--methods e4e,psp` and `--methods optimize,pti` into one DIR, then all of
@@ -197,6 +200,11 @@ def save_cached(out: Path, key: str, fp: dict, row: dict) -> None:
 
 
 def run(args) -> int:
+    if args.pairs:
+        from e4e.cli.eval_pairs import run_pairs
+        return run_pairs(args)
+    if not args.images:
+        raise E4EError("give held-out IMAGES, or --pairs DIR for the ground-truth editing benchmark")
     from e4e.api import load, resolve_device
     from e4e.evaluate import (EvalOptions, columns, evaluate, generator_samples, image_features, reference_row,
                               write_csv, write_markdown)
@@ -315,7 +323,8 @@ def register(sub):
     p = sub.add_parser("eval", help="compare inversion methods: distortion, editability, realism, speed",
                        description="Compare inversion methods on held-out images. Writes DIR/results.md, "
                                    "DIR/results.csv and DIR/tradeoff.png.")
-    p.add_argument("images", nargs="+", metavar="IMAGES", help="held-out image files, folders or glob patterns")
+    p.add_argument("images", nargs="*", metavar="IMAGES", help="held-out image files, folders or glob patterns "
+                                                               "(none with --pairs)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--methods", default="e4e", help=f"comma-separated, from {','.join(METHODS)} (default e4e)")
     p.add_argument("--checkpoint", metavar="PATH", help="e4e inverter (default: the embedded model)")
@@ -354,4 +363,6 @@ def register(sub):
                         "settings are reused, so an interrupted run resumes and methods can run separately)")
     p.add_argument("--note", metavar="TEXT", help="a line added to the top of results.md (e.g. what the images are)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or table echo")
+    from e4e.cli.eval_pairs import register_flags
+    register_flags(p)
     p.set_defaults(func=run, _parser=p)

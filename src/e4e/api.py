@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from e4e.errors import E4EError
-from e4e.latents import Latents, check_compatible, checkpoint_identity, generator_shape, load_latents, save_latents
+from e4e.latents import Latents, check_compatible, load_latents, save_latents
+from e4e.pipeline import inversion_meta  # noqa: F401  (e4e.api.inversion_meta: older imports)
 
 
 def checkpoint_path(checkpoint=None) -> Path:
@@ -48,12 +49,6 @@ def load(checkpoint=None, device="cpu"):
     return inv
 
 
-def inversion_meta(inverter, fit: str = "crop") -> dict:
-    path = getattr(inverter, "checkpoint_path", None)
-    return {"checkpoint": checkpoint_identity(path) if path else {},
-            "generator": generator_shape(inverter.decoder), "input_size": int(inverter.input_size), "fit": fit}
-
-
 def resize_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
     """Downscale by area averaging (the official face_pool), upscale bilinearly; None keeps the size."""
     if not size or images.shape[-1] == size:
@@ -65,46 +60,18 @@ def resize_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
 
 @torch.no_grad()
 def invert(images, inverter=None, batch_size: int = 8, fit: str = "crop") -> Latents:
-    """Image files / folders / globs, PIL images or a (B,3,H,W) tensor in [-1,1] -> Latents.
-    Bad files raise E4EError (the `e4e invert` command skips them instead)."""
-    from e4e.imageio import iter_image_paths, load_image, to_tensor
+    """Image files / folders / globs, PIL images or a (B,3,H,W) tensor in [-1,1] -> Latents, through
+    `e4e.pipeline` (the names and image conversion of `e4e invert`). What was converted is listed in
+    `latents.meta["notes"]`. Bad files raise E4EError (the `e4e invert` command skips them instead)."""
+    from e4e.pipeline import load_batch
     inv = inverter if inverter is not None else load()
     dev = next(inv.parameters()).device
-    if torch.is_tensor(images):
-        names, batches = [str(i) for i in range(images.shape[0])], list(images.split(batch_size))
-    else:
-        items = images if isinstance(images, (list, tuple)) else [images]
-        pil = [im for im in items if hasattr(im, "convert")]
-        if pil and len(pil) != len(items):
-            raise E4EError("invert: give either PIL images or paths, not a mix")
-        if pil:
-            names = [str(i) for i in range(len(pil))]
-            loaded = [_prepare_pil(im, inv.input_size, fit) for im in pil]
-        else:
-            paths = list(iter_image_paths(items))
-            names = _unique([p.stem for p in paths])
-            loaded = [load_image(p, inv.input_size, fit=fit) for p in paths]
-        batches = [to_tensor(loaded[i:i + batch_size]) for i in range(0, len(loaded), batch_size)]
-    codes = [inv.encode(b.to(dev)).float().cpu() for b in batches]
-    if not codes:
+    names, x, notes = load_batch(images, inv.input_size, fit)
+    if not names:
         raise E4EError("invert: no images given")
-    return Latents(names, torch.cat(codes), inversion_meta(inv, fit))
-
-
-def _prepare_pil(im, size: int, fit: str = "crop"):
-    from e4e.imageio import fit_square, to_rgb
-    return fit_square(to_rgb(im), size, fit)
-
-
-def _unique(names: list[str]) -> list[str]:
-    out, used = [], set()
-    for n in names:
-        base, k = n, 2
-        while n in used:
-            n, k = f"{base}~{k}", k + 1
-        used.add(n)
-        out.append(n)
-    return out
+    codes = [inv.encode(b.to(dev)).float().cpu() for b in x.split(batch_size)]
+    meta = inversion_meta(inv, fit) | ({"notes": notes} if notes else {})
+    return Latents(names, torch.cat(codes), meta)
 
 
 def edit(latents, direction=None, strength: float = 1.0, styles=None, ganspace=None, ganspace_edit=None):

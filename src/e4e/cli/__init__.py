@@ -10,6 +10,21 @@ from e4e.errors import E4EError
 COMMANDS = ["demo", "generate", "data", "train-generator", "convert", "train", "invert", "edit", "directions", "align", "eval"]
 
 
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """--threads N, for every command that runs torch on the CPU (`set_threads` applies it)."""
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: torch's choice, all cores; 1 for reproducible timing)")
+
+
+def set_threads(n: int | None) -> None:
+    if n is None:
+        return
+    if n < 1:
+        raise E4EError("--threads must be at least 1")
+    import torch
+    torch.set_num_threads(n)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e4e", description="Encode real images into editable StyleGAN latents.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -173,20 +173,26 @@ def align_image(image: Image.Image, detector: LandmarkDetector, output_size: int
 
 
 def align_files(paths, out_dir: str | os.PathLike, detector: LandmarkDetector, output_size: int = E4E_SIZES[0],
-                transform_size: int | None = None, max_faces: int | None = 1):
+                transform_size: int | None = None, max_faces: int | None = 1, records: dict | None = None):
     """Align every image file into out_dir as <stem>.png (<stem>_<k>.png for further faces).
-    Yields (source path, list of written paths); an empty list means no face was found."""
+    Yields (source path, list of written paths); an empty list means no face was found.
+    records: filled with {name: {"source", "quad", "size"}} per face, what paste-back needs
+    (`e4e.pasteback.save_alignment` writes it)."""
     from e4e.imageio import load_image
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     for path in paths:
-        faces = align_image(load_image(path), detector, output_size, transform_size, max_faces)
+        image = load_image(path)
+        landmarks = list(detector(image.convert("RGB")))[:max_faces]
         written = []
-        for k, face in enumerate(faces):
+        for k, lm in enumerate(landmarks):
             name = _unique(path.stem if k == 0 else f"{path.stem}_{k}", used)
-            face.save(out_dir / f"{name}.png")
+            align_face(image, lm, output_size, transform_size).save(out_dir / f"{name}.png")
             written.append(out_dir / f"{name}.png")
+            if records is not None:
+                records[name] = {"source": str(Path(path).resolve()), "quad": face_quad(lm).tolist(),
+                                 "size": output_size}
         yield path, written
 
 

@@ -91,7 +91,8 @@ def edit(latents, direction=None, strength: float = 1.0, styles=None, ganspace=N
         pca = editing.load_pca(ganspace) if isinstance(ganspace, (str, Path)) else ganspace
         if ganspace_edit is None:
             raise E4EError("edit: ganspace= needs ganspace_edit=(pc, start, end, strength)")
-        spec = editing.resolve_edit(ganspace_edit) if isinstance(ganspace_edit, str) else ganspace_edit
+        spec = (editing.resolve_edit(ganspace_edit, n_styles=codes.shape[1]) if isinstance(ganspace_edit, str)
+                else ganspace_edit)
         out = editing.ganspace_edit(codes, pca, spec)
     if isinstance(latents, Latents):
         return Latents(latents.names, out, dict(latents.meta))

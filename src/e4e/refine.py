@@ -237,7 +237,6 @@ def load_tuned(generator: nn.Module, path) -> nn.Module:
     file or one tuned from a generator of another shape."""
     from pathlib import Path
 
-    from safetensors import SafetensorsError
     from safetensors.torch import load_file
     path = Path(path)
     if not path.is_file():
@@ -245,7 +244,7 @@ def load_tuned(generator: nn.Module, path) -> nn.Module:
                        f"'{TUNED_DIR}/' folder beside the latents file, or invert again)")
     try:
         state = load_file(str(path))
-    except (SafetensorsError, OSError) as e:
+    except Exception as e:  # safetensors raises its own error types on foreign bytes
         raise E4EError(f"{path}: unreadable tuned generator ({' '.join(str(e).split())})") from None
     own = generator.state_dict()
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):

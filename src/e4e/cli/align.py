@@ -1,4 +1,6 @@
-"""e4e align: crop and rotate face photos to the FFHQ layout the face models were trained on."""
+"""e4e align: crop and rotate face photos to the FFHQ layout the face models were trained on.
+Writes DIR/<name>.png per face and DIR/alignment.json (source photo and face quad per name), which
+`e4e edit --paste-back` reads to put edited faces back into the photos."""
 import sys
 
 from e4e.errors import E4EError
@@ -16,9 +18,11 @@ def run(args) -> int:
         raise E4EError("no input images")
     detector = load_detector(args.backend, args.landmarks)
     transform = args.size * FFHQ_SIZES[1] // FFHQ_SIZES[0] if args.supersample else args.size
+    from e4e.pasteback import save_alignment
     done = missed = 0
+    records: dict = {}
     for path, written in align_files(paths, args.output, detector, args.size, transform,
-                                     None if args.all_faces else 1):
+                                     None if args.all_faces else 1, records=records):
         if written:
             done += 1
             print(f"{path} -> {', '.join(map(str, written))}")
@@ -27,7 +31,9 @@ def run(args) -> int:
             print(f"e4e: warning: no face found in {path}, skipped", file=sys.stderr)
     if not done:
         raise E4EError(f"no face found in any of the {len(paths)} input image(s)")
-    print(f"aligned {done} image(s) into {args.output}" + (f"; {missed} without a face" if missed else ""))
+    record = save_alignment(args.output, records)
+    print(f"aligned {done} image(s) into {args.output}" + (f"; {missed} without a face" if missed else "")
+          + f"; face positions in {record} (for e4e edit --paste-back)")
     return 0
 
 

@@ -209,7 +209,7 @@ def refine_batch(inv, x, codes, args, perceptual, reports, out: Path | None = No
     tuned generator, as PTI defines it; the latents file keeps the pivots and each tuned generator is
     saved as out/pti/<name>.safetensors, so `e4e edit` renders with it)."""
     from e4e.refine import TUNED_DIR, optimize, pti, save_tuned
-    perceptual = perceptual.to(x.device)
+    perceptual = perceptual.to(x.device) if hasattr(perceptual, "to") else perceptual
     size = args.size or inv.decoder.size
     if args.refine == "optimize":
         res = optimize(inv, x, codes, steps=args.refine_steps, lpips_fn=perceptual)

@@ -34,65 +34,73 @@ PRESETS = {
     "church_encode": dict(size=(256, 256), crop=None, similarity="moco", stylegan_size=256),
     "horse_encode": dict(size=(256, 256), crop=None, similarity="moco", stylegan_size=256),
     "emoji_encode": dict(size=(64, 64), crop=None, similarity="none", stylegan_size=64),
+    "avatars_encode": dict(size=(128, 128), crop=None, similarity="none", stylegan_size=128),
 }
+# Options a preset changes from the dataclass defaults (a config file or flag still overrides them): the
+# cartoon domains have no identity/similarity network.
+PRESET_DEFAULTS = {"emoji_encode": {"id_lambda": 0.0}, "avatars_encode": {"id_lambda": 0.0}}
+# Keys opts.json holds that are derived from the options rather than options themselves.
+DERIVED_OPTS = ("progressive_steps",)
 
 
 @dataclass
 class E4ETrainConfig:
-    # data and models (official option names where the official code has the option)
-    dataset_type: str = "ffhq_encode"
-    train_data: str = ""
-    test_data: str = ""  # empty: the 'test' split of train_data when it has a labels.csv
-    stylegan_weights: str = ""
-    stylegan_size: int = 0  # 0: from the generator file
-    encoder_type: str = "Encoder4Editing"  # | GradualStyleEncoder (pSp baseline)
-    num_layers: int = 50
-    encoder_mode: str = "ir_se"
-    encoder_widths: list[int] | None = None  # small models: 4 stage widths
-    encoder_units: list[int] | None = None  # small models: 4 block counts
-    input_size: int = 0  # 0: from the preset
-    start_from_latent_avg: bool = True
-    checkpoint_path: str = ""  # initialise from an e4e checkpoint
-    train_decoder: bool = False
+    # Every field is an option of `e4e train` (--name or --name-with-dashes) and of its config files; the
+    # comment after each is its --help text. Names are the official e4e options where it has them.
+    # data and models
+    dataset_type: str = "ffhq_encode"  # preset: image size, similarity loss, defaults (ffhq_encode, emoji_encode, ...)
+    train_data: str = ""  # training image folder (with a labels.csv: its 'train' split)
+    test_data: str = ""  # validation folder; empty: the 'test' split of train_data when it has a labels.csv
+    stylegan_weights: str = ""  # frozen generator: rosinality .pt, NVIDIA .pkl or e4e .safetensors
+    stylegan_size: int = 0  # generator resolution; 0: read from the generator file
+    encoder_type: str = "Encoder4Editing"  # Encoder4Editing (e4e) or GradualStyleEncoder (the pSp baseline)
+    num_layers: int = 50  # IR-SE backbone depth: 50, 100 or 152
+    encoder_mode: str = "ir_se"  # backbone blocks: ir_se (official) or ir
+    encoder_widths: list[int] | None = None  # small models: the 4 stage widths, e.g. [32,48,64,128]
+    encoder_units: list[int] | None = None  # small models: blocks per stage, e.g. [2,2,3,2]
+    input_size: int = 0  # encoder input size; 0: the preset's
+    start_from_latent_avg: bool = True  # add the generator's mean W to the encoder's codes
+    checkpoint_path: str = ""  # initialise from an e4e checkpoint (official .pt or ours)
+    train_decoder: bool = False  # also fine-tune the generator (official default: frozen)
     # losses
-    l2_lambda: float = 1.0
-    lpips_lambda: float = 0.8
-    lpips_type: str = "alex"
-    perceptual: str = "lpips"  # lpips | efficientnet
-    lpips_backbone: str = ""  # torchvision alexnet/vgg16 .pth
-    lpips_weights: str = ""  # lpips lin layers alex.pth / vgg.pth
-    perceptual_weights: str = ""  # EfficientNet-Lite0 .pth (perceptual=efficientnet)
-    id_lambda: float = 0.1
-    id_weights: str = ""  # model_ir_se50.pth (faces)
-    moco_weights: str = ""  # moco_v2_800ep_pretrain.pt (other domains)
-    w_discriminator_lambda: float = 0.0
-    w_discriminator_lr: float = 2e-5
-    r1: float = 10.0
-    d_reg_every: int = 16
-    use_w_pool: bool = False
-    w_pool_size: int = 50
-    delta_norm: int = 2
-    delta_norm_lambda: float = 2e-4
-    progressive_start: int | None = None
-    progressive_step_every: int = 2000
+    l2_lambda: float = 1.0  # weight of the pixel L2 loss
+    lpips_lambda: float = 0.8  # weight of the perceptual loss (0: off, and no perceptual weights needed)
+    lpips_type: str = "alex"  # LPIPS backbone: alex or vgg
+    perceptual: str = "lpips"  # perceptual loss: lpips (needs lpips_backbone + lpips_weights) or efficientnet
+    lpips_backbone: str = ""  # torchvision alexnet/vgg16 ImageNet weights (.pth) for LPIPS
+    lpips_weights: str = ""  # LPIPS lin-layer weights (alex.pth / vgg.pth)
+    perceptual_weights: str = ""  # EfficientNet-Lite0 .pth for perceptual=efficientnet (default: the pip package's)
+    id_lambda: float = 0.1  # weight of the identity / similarity loss (ArcFace for faces, MoCo otherwise)
+    id_weights: str = ""  # model_ir_se50.pth (faces, ffhq_encode)
+    moco_weights: str = ""  # moco_v2_800ep_pretrain.pt (cars, church, horse)
+    w_discriminator_lambda: float = 0.0  # weight of the latent discriminator's adversarial loss (official e4e: 0.1)
+    w_discriminator_lr: float = 2e-5  # latent discriminator learning rate
+    r1: float = 10.0  # R1 penalty weight of the latent discriminator
+    d_reg_every: int = 16  # apply R1 every this many steps (lazy regularisation)
+    use_w_pool: bool = False  # feed the discriminator from a pool of past codes
+    w_pool_size: int = 50  # size of that pool
+    delta_norm: int = 2  # norm of the offset regulariser (L_d-reg)
+    delta_norm_lambda: float = 2e-4  # weight of the offset regulariser
+    progressive_start: int | None = None  # step that opens the first offset (official e4e: 20000); none: all open
+    progressive_step_every: int = 2000  # steps between opening further offsets
     # optimisation and schedule
-    optim_name: str = "ranger"
-    learning_rate: float = 1e-4
-    batch_size: int = 4  # global batch (split over processes)
-    test_batch_size: int = 2
-    workers: int = 4
-    max_steps: int = 500_000
-    image_interval: int = 100
-    board_interval: int = 50
-    val_interval: int = 1000
-    val_batches: int = 50
-    save_interval: int = 0  # 0: max_steps, as the official coach
+    optim_name: str = "ranger"  # ranger (official) or adam
+    learning_rate: float = 1e-4  # encoder learning rate
+    batch_size: int = 4  # global batch, split over torchrun processes
+    test_batch_size: int = 2  # validation batch
+    workers: int = 4  # image-loading threads
+    max_steps: int = 500_000  # training steps
+    image_interval: int = 100  # write an input|reconstruction grid every this many steps
+    board_interval: int = 50  # log scalars every this many steps
+    val_interval: int = 1000  # validate every this many steps (a checkpoint is written first)
+    val_batches: int = 50  # validation batches (of test_batch_size images)
+    save_interval: int = 0  # write checkpoints/last.pt every this many steps; 0: at the end only, as the official coach
     # run
-    exp_dir: str = "runs/e4e"
-    seed: int = 0
-    device: str | None = None
-    bf16: bool = False
-    time_limit_min: float = 0.0
+    exp_dir: str = "runs/e4e"  # run folder: checkpoints/, images/, opts.json, log.jsonl, tb/
+    seed: int = 0  # seed of everything random (data order, flips, noise, pools)
+    device: str | None = None  # cpu, cuda, cuda:1 ... (default: cuda if available)
+    bf16: bool = False  # bfloat16 autocast on CUDA
+    time_limit_min: float = 0.0  # stop (and save) after this many minutes; 0: no limit
 
     def preset(self) -> dict:
         if self.dataset_type not in PRESETS:
@@ -414,10 +422,33 @@ class E4ETrainer:
             st["w_pools"] = {"real": self.real_pool.state_dict(), "fake": self.fake_pool.state_dict()}
         return st
 
-    def save(self, name: str) -> Path:
+    def save(self, name: str = "last.pt") -> Path:
+        """Write the checkpoint (once per step: a second call at the same step returns the same file)."""
         path = self.ckpt_dir / name
+        if getattr(self, "_saved", None) == (name, self.step) and path.is_file():
+            return path
         atomic_torch_save(self.state(), path)
+        self._saved = (name, self.step)
         return path
+
+    def mark_best(self, last: Path) -> Path:
+        """best_model.pt = the checkpoint just written, as a hard link (no second copy on disk; a later
+        last.pt replaces its own name only, so the link keeps the best weights), a copy where the
+        filesystem has no links."""
+        import os
+        import shutil
+        best = self.ckpt_dir / "best_model.pt"
+        tmp = best.with_name(best.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(last, tmp)
+        except OSError:
+            shutil.copyfile(last, tmp)
+        tmp.replace(best)
+        # last.pt was written before this validation, so it records the previous best loss: the new one
+        # goes beside it (read back by resume)
+        (self.ckpt_dir / "best.json").write_text(json.dumps({"step": self.step, "loss": self.best_val}))
+        return best
 
     def resume(self, path=None) -> bool:
         path = Path(path) if path else self.ckpt_dir / "last.pt"
@@ -436,6 +467,11 @@ class E4ETrainer:
             self.real_pool.load_state_dict(st["w_pools"]["real"])
             self.fake_pool.load_state_dict(st["w_pools"]["fake"])
         self.step, self.best_val = int(st["global_step"]), st.get("best_val_loss")
+        best = self.ckpt_dir / "best.json"
+        if best.is_file():
+            rec = json.loads(best.read_text())
+            if rec.get("step", 1 << 62) <= self.step:
+                self.best_val = rec.get("loss", self.best_val)
         rng = st["rng"]
         torch.set_rng_state(rng["torch"])
         random.setstate(_as_tuple(rng["python"]))
@@ -453,7 +489,9 @@ class E4ETrainer:
         self.inverter.encoder.eval()
         sums, n = {}, 0
         bs = self.cfg.test_batch_size
-        for b in range(min(self.cfg.val_batches, math.ceil(len(self.test_set) / bs))):
+        batches = min(self.cfg.val_batches, math.ceil(len(self.test_set) / bs))
+        for b in tqdm(range(batches), desc=f"validate @{self.step}", unit="batch", leave=False,
+                      disable=not self.info.main, dynamic_ncols=True):
             idx = range(b * bs, min((b + 1) * bs, len(self.test_set)))
             x = torch.stack([self.test_set[i] for i in idx]).to(self.dev)
             y_hat, codes = self.forward(x, stage, randomize_noise=False, ddp=False)
@@ -461,6 +499,8 @@ class E4ETrainer:
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
             n += len(idx)
+            if b == 0:  # the validation grid: test images | reconstructions
+                self.save_images(x, y_hat, f"val_{self.step:06d}.png")
         self.inverter.encoder.train(enc_mode)
         return {k: v / n for k, v in sums.items()}
 
@@ -542,6 +582,8 @@ class E4ETrainer:
             if info.main and self.step % cfg.image_interval == 0:
                 self.save_images(x, y_hat.detach(), f"train_{self.step:06d}.png")
             if self.step % cfg.val_interval == 0 or self.step == cfg.max_steps:
+                # checkpoint first: a validation that crashes or is killed loses nothing
+                last = self.save("last.pt") if info.main and self.test_set is not None else None
                 val = self.validate(stage) if info.main else None
                 if val is not None:
                     logf.write(json.dumps({"val": val, "step": self.step}) + "\n")
@@ -550,7 +592,7 @@ class E4ETrainer:
                             writer.add_scalar(f"test/{k}", v, self.step)
                     if self.best_val is None or val["loss"] < self.best_val:
                         self.best_val = val["loss"]
-                        self.save("best_model.pt")
+                        self.mark_best(last)
             if self.step % save_every == 0 and info.main:
                 self.save("last.pt")
             D.barrier(info) if self.step % save_every == 0 else None
@@ -579,6 +621,27 @@ def _tensorboard(path):
     except ImportError:  # tensorboard is optional: log.jsonl always has every scalar
         return None
     return SummaryWriter(str(path))
+
+
+def resolve_config(config=None, overrides=(), run_dir=None) -> E4ETrainConfig:
+    """What `e4e train` trains with: defaults <- the preset's defaults (PRESET_DEFAULTS) <- the config
+    file <- overrides (KEY=VALUE). run_dir: resume that run, whose own opts.json is the config file and
+    whose folder is exp_dir, so nothing else is needed."""
+    from e4e.train.config import build_config
+    overrides = list(overrides)
+    if run_dir is not None:
+        run = Path(run_dir)
+        if not (run / "opts.json").is_file():
+            raise E4EError(f"{run}: not a run folder (no opts.json); --resume takes the exp_dir of an earlier "
+                           "e4e train run")
+        if config:
+            raise E4EError("--resume RUN_DIR reads the run's own opts.json: leave out --config (options given "
+                           "as flags still override it)")
+        config = run / "opts.json"
+        overrides.append(f"exp_dir={json.dumps(str(run))}")
+    first = build_config(E4ETrainConfig, config, overrides, ignore=DERIVED_OPTS)
+    base = PRESET_DEFAULTS.get(first.dataset_type)
+    return build_config(E4ETrainConfig, config, overrides, base=base, ignore=DERIVED_OPTS) if base else first
 
 
 def train_e4e(cfg: E4ETrainConfig, resume: bool = False, log=print) -> Path:

@@ -11,7 +11,7 @@ COMMANDS = ["demo", "generate", "data", "train-generator", "convert", "train", "
 
 
 def add_threads(parser: argparse.ArgumentParser) -> None:
-    """--threads N, for every command that runs torch on the CPU (`set_threads` applies it)."""
+    """--threads N, for every command that runs torch on the CPU (`main` applies it before the command)."""
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: torch's choice, all cores; 1 for reproducible timing)")
 
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        set_threads(getattr(args, "threads", None))
         return int(args.func(args) or 0)
     except E4EError as e:
         print(f"e4e: error: {e}", file=sys.stderr)

@@ -38,6 +38,7 @@ def run(args) -> int:
 
 
 def register(sub):
+    from e4e.cli import add_threads
     p = sub.add_parser("align", help="detect faces and align them FFHQ-style (for face models)")
     p.add_argument("images", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True, help="output folder (one <name>.png per image)")
@@ -49,4 +50,5 @@ def register(sub):
     p.add_argument("--all-faces", action="store_true", help="align every face found, not just the largest")
     p.add_argument("--supersample", action="store_true",
                    help="resample at 4x the size then downscale, as FFHQ (1024 from 4096); e4e resamples at 256")
+    add_threads(p)
     p.set_defaults(func=run)

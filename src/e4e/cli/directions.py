@@ -140,6 +140,7 @@ def run_ganspace(args) -> int:
 
 
 def register(sub):
+    from e4e.cli import add_threads
     p = sub.add_parser("directions", help="make edit directions: fit (InterFaceGAN), sefa, ganspace")
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
 
@@ -159,6 +160,7 @@ def register(sub):
     f.add_argument("--style", type=int, help="fit on this style of W+ only (default: the mean over styles)")
     f.add_argument("--val-fraction", type=float, default=0.3, help="held-out share for the accuracy (default 0.3)")
     f.add_argument("--seed", type=int, default=0)
+    add_threads(f)
     f.set_defaults(func=run_fit)
 
     s = kinds.add_parser("sefa", help="export a SeFa direction of a generator")
@@ -166,6 +168,7 @@ def register(sub):
     s.add_argument("--checkpoint", metavar="PATH", help="inverter or generator (default: the embedded model)")
     s.add_argument("--index", type=int, default=0, metavar="K", help="which direction (0 = strongest)")
     s.add_argument("--layers", metavar="A-B", help="style indices to factorise, e.g. 2-5 (default all)")
+    add_threads(s)
     s.set_defaults(func=run_sefa)
 
     g = kinds.add_parser("ganspace", help="export the GANSpace PCA of a generator's W space")
@@ -174,4 +177,5 @@ def register(sub):
     g.add_argument("--samples", type=int, default=100_000, help="mapping samples (default 100000)")
     g.add_argument("--components", type=int, default=80, help="components kept (default 80)")
     g.add_argument("--seed", type=int, default=0)
+    add_threads(g)
     g.set_defaults(func=run_ganspace)

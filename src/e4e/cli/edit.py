@@ -153,12 +153,10 @@ def render_columns(g, codes, columns, size, generators=None) -> dict:
 def run(args) -> int:
     from e4e.api import checkpoint_path, resolve_device
     from e4e.checkpoints import load_generator
-    from e4e.cli import set_threads
     from e4e.imageio import save_grid
     from e4e.refine import load_tuned, tuned_generator_path
     if args.batch_size < 1:
         raise E4EError("--batch-size must be at least 1")
-    set_threads(args.threads)
     ckpt = checkpoint_path(args.checkpoint)
     g, _ = load_generator(ckpt)
     lat = load_codes(args, g, ckpt)

@@ -98,13 +98,11 @@ def write_grid(out: Path, items, done: set[str], n: int, size: int, fit: str) ->
 
 def run(args) -> int:
     from e4e.api import load, resize_images
-    from e4e.cli import set_threads
     from e4e.imageio import to_pil
     from e4e.latents import Latents, save_latents
     from e4e.pipeline import inversion_meta, inverter_domain
     if args.batch_size < 1:
         raise E4EError("--batch-size must be at least 1")
-    set_threads(args.threads)
     out = Path(args.output)
     items = collect_inputs(args.images, exclude=out, frames=args.frames)
     if not items:

@@ -14,10 +14,8 @@ ALIASES = {"generator": "stylegan_weights"}
 
 
 def run(args) -> int:
-    from e4e.cli import set_threads
     from e4e.train.config import to_yaml
     from e4e.train.e4e import resolve_config, train_e4e
-    set_threads(args.threads)
     overrides = []
     for key, value in vars(args).items():
         if key.startswith("opt__") and value is not None:

@@ -7,10 +7,10 @@ SeFa direction and the first GANSpace component of this generator -- and writes 
 import time
 from pathlib import Path
 
-import torch
 
 
 def run(args) -> int:
+    import torch
     from e4e import editing
     from e4e.api import invert, load
     from e4e.assets import default_inverter_path

@@ -7,7 +7,6 @@
 import csv
 from pathlib import Path
 
-import torch
 
 from e4e.errors import E4EError
 
@@ -118,6 +117,7 @@ def run_sefa(args) -> int:
         raise E4EError(f"--index {args.index}: out of range (0..{res.directions.shape[0] - 1})")
     # per-style layout: the direction on the styles SeFa factorised, zero elsewhere, so a plain
     # `latent + s * direction` edits exactly those styles
+    import torch
     d = torch.zeros(1, g.n_latent, g.style_dim)
     d[0, res.styles] = res.directions[args.index]
     save_direction(args.output, d)

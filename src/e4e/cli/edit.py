@@ -14,9 +14,6 @@ import argparse
 import re
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
 from e4e.errors import E4EError
 
 
@@ -135,6 +132,8 @@ def load_codes(args, g, ckpt):
 
 def render_columns(g, codes, columns, size, generators=None) -> dict:
     """label -> PIL images of this batch; generators: one (PTI-tuned) generator per image, else g for all."""
+    import torch
+
     from e4e.api import resize_images
     from e4e.imageio import to_pil
     pictures = {}
@@ -149,8 +148,15 @@ def render_columns(g, codes, columns, size, generators=None) -> dict:
     return pictures
 
 
-@torch.no_grad()
 def run(args) -> int:
+    import torch
+    with torch.no_grad():
+        return _run(args)
+
+
+def _run(args) -> int:
+    from tqdm import tqdm
+
     from e4e.api import checkpoint_path, resolve_device
     from e4e.checkpoints import load_generator
     from e4e.imageio import save_grid
@@ -224,6 +230,8 @@ def run(args) -> int:
 
 def paste_one(alignment, name, j, pictures, columns, out: Path, feather: float) -> int:
     """Every column of image j of the batch pasted into its source photo -> out/pasted/<label>/<name>.png."""
+    from tqdm import tqdm
+
     from e4e.imageio import load_image
     from e4e.pasteback import paste_back
     rec = alignment.get(name) or alignment.get(Path(name).name)
@@ -245,6 +253,7 @@ def paste_one(alignment, name, j, pictures, columns, out: Path, feather: float) 
 def write_clips(frames: dict, names: list[str], out: Path, args) -> list[Path]:
     """One clip per edit column and frame sequence -> out/video/<label>/<sequence>.<gif|mp4>."""
     from PIL import Image
+    from tqdm import tqdm
 
     from e4e.video import sequences, write_clip
     seqs = {k: v for k, v in sequences(names).items() if len(v) > 1}

@@ -12,13 +12,17 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import torch
-from PIL import Image
-from tqdm import tqdm
-
 from e4e.errors import E4EError
-# the library pipeline (names, image conversion, batches); re-exported for older imports
-from e4e.pipeline import batch_inverter, collect_inputs, conversion_note, load_item, prefetch  # noqa: F401
+
+# torch, Pillow, tqdm and the pipeline are imported where used: `e4e invert --help` stays instant.
+_PIPELINE = ("batch_inverter", "collect_inputs", "conversion_note", "load_item", "prefetch")
+
+
+def __getattr__(name):  # e4e.cli.invert.collect_inputs etc.: the library pipeline's, for older imports
+    if name in _PIPELINE:
+        import e4e.pipeline
+        return getattr(e4e.pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 PARTS = ".parts"
 LATENTS = "latents.npz"
@@ -77,6 +81,8 @@ def merge(out: Path, meta: dict) -> list[str]:
 
 def write_grid(out: Path, items, done: set[str], n: int, size: int, fit: str) -> Path | None:
     """input | reconstruction pairs of the first n finished images, four pairs per row."""
+    from PIL import Image
+
     from e4e.imageio import save_grid
     from e4e.pipeline import read_input
     tiles = []
@@ -97,10 +103,13 @@ def write_grid(out: Path, items, done: set[str], n: int, size: int, fit: str) ->
 
 
 def run(args) -> int:
+    import torch
+    from tqdm import tqdm
+
     from e4e.api import load, resize_images
     from e4e.imageio import to_pil
     from e4e.latents import Latents, save_latents
-    from e4e.pipeline import inversion_meta, inverter_domain
+    from e4e.pipeline import batch_inverter, collect_inputs, inversion_meta, inverter_domain, load_item, prefetch
     if args.batch_size < 1:
         raise E4EError("--batch-size must be at least 1")
     out = Path(args.output)
@@ -206,6 +215,8 @@ def refine_batch(inv, x, codes, args, perceptual, reports, out: Path | None = No
     """Latent optimisation of the whole batch, or PTI one image at a time (each image gets its own
     tuned generator, as PTI defines it; the latents file keeps the pivots and each tuned generator is
     saved as out/pti/<name>.safetensors, so `e4e edit` renders with it)."""
+    import torch
+
     from e4e.refine import TUNED_DIR, optimize, pti, save_tuned
     perceptual = perceptual.to(x.device) if hasattr(perceptual, "to") else perceptual
     size = args.size or inv.decoder.size

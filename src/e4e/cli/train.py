@@ -1,6 +1,6 @@
 """e4e train: train an e4e (or pSp baseline) encoder for a frozen generator.
 
-Every option of `e4e.train.e4e.E4ETrainConfig` is a flag here, generated from the dataclass (its
+Every option of `e4e.train.options.E4ETrainConfig` is a flag here, generated from the dataclass (its
 default and the comment beside it are the --help text), under its official name (--stylegan_weights)
 and with dashes (--stylegan-weights). Options resolve as: defaults <- dataset preset <- --config FILE
 (YAML/JSON; configs/*.yaml ship as examples) <- flags <- --set KEY=VALUE. `--resume RUN_DIR` needs
@@ -15,7 +15,7 @@ ALIASES = {"generator": "stylegan_weights"}
 
 def run(args) -> int:
     from e4e.train.config import to_yaml
-    from e4e.train.e4e import resolve_config, train_e4e
+    from e4e.train.options import resolve_config
     overrides = []
     for key, value in vars(args).items():
         if key.startswith("opt__") and value is not None:
@@ -26,6 +26,7 @@ def run(args) -> int:
     if args.dry_run:
         print(to_yaml(cfg), end="")
         return 0
+    from e4e.train.e4e import train_e4e
     train_e4e(cfg, resume=bool(args.resume))
     return 0
 
@@ -41,7 +42,7 @@ def _metavar(f) -> str:
 def register(sub):
     from e4e.cli import add_threads
     from e4e.train.config import field_help
-    from e4e.train.e4e import E4ETrainConfig
+    from e4e.train.options import E4ETrainConfig
     p = sub.add_parser("train", help="train an e4e / pSp encoder (official recipe; see docs/training.md)",
                        description=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of the options below (e.g. configs/emoji.yaml)")

@@ -39,9 +39,10 @@ def pick_name_column(path, cols: list[str], rows: list[dict], names: list[str], 
 
 
 def read_labels(path, name_column: str | None, label_column: str, positive: str | None,
-                names: list[str] | None = None) -> tuple[dict[str, int], str]:
+                names: list[str] | None = None, negative: str | None = None) -> tuple[dict[str, int], str]:
     """CSV -> ({name: 0/1}, the name column used). Labels are 0/1, -1/1, true/false, or (with positive)
-    value == positive. Without name_column, the column matching most of `names` is used."""
+    value == positive; with negative too, rows holding neither value are left out. Without name_column,
+    the column matching most of `names` is used."""
     cols, rows = read_rows(path)
     if label_column not in cols:
         raise E4EError(f"{path}: no label column {label_column!r} (--label-column); it has "
@@ -51,7 +52,8 @@ def read_labels(path, name_column: str | None, label_column: str, positive: str 
     for row in rows:
         value = (row[label_column] or "").strip()
         if positive is not None:
-            labels[row[name_column]] = int(value == positive)
+            if negative is None or value in (positive, negative):
+                labels[row[name_column]] = int(value == positive)
         elif value.lower() in TRUE | FALSE:
             labels[row[name_column]] = int(value.lower() in TRUE)
         elif value:
@@ -83,7 +85,10 @@ def run_fit(args) -> int:
     from e4e.editing import fit_direction, save_direction
     from e4e.interchange import read_latents
     lat = read_latents(args.latents)
-    labels, column = read_labels(args.labels, args.name_column, args.label_column, args.positive, lat.names)
+    if args.negative is not None and args.positive is None:
+        raise E4EError("--negative goes with --positive")
+    labels, column = read_labels(args.labels, args.name_column, args.label_column, args.positive, lat.names,
+                                 args.negative)
     idx, y = match_labels(lat.names, labels)
     if len(idx) < 4:
         example = next(iter(labels), "")
@@ -157,6 +162,8 @@ def register(sub):
                    "e.g. a dataset labels.csv's 'file')")
     f.add_argument("--label-column", default="label", help="CSV column with the label (default label)")
     f.add_argument("--positive", metavar="VALUE", help="label = (column value == VALUE), for non-binary columns")
+    f.add_argument("--negative", metavar="VALUE", help="with --positive: label 0 = (column value == VALUE); "
+                   "rows with neither value are left out")
     f.add_argument("--style", type=int, help="fit on this style of W+ only (default: the mean over styles)")
     f.add_argument("--val-fraction", type=float, default=0.3, help="held-out share for the accuracy (default 0.3)")
     f.add_argument("--seed", type=int, default=0)

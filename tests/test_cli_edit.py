@@ -180,6 +180,11 @@ def test_directions_fit_on_a_dataset_labels_csv(tmp_path, capsys):
     assert "on 'file' names" in out and "0 labels unmatched" in out
     base = float(out.split("majority-class baseline ")[1].split(")")[0])
     assert 0.5 <= base <= 1.0
+    # --negative: rows with neither value are left out
+    rows = rows + [f"train/extra{i}.png,train,X,medium" for i in range(5)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert main(args + ["--negative", "light"]) == 0
+    assert "0 labels unmatched" in capsys.readouterr().out
     assert main(args + ["--name-column", "name"]) == 2
     err = capsys.readouterr().err
     assert "column 'name'" in err and "GRINNING FACE" in err

@@ -178,24 +178,14 @@ def fingerprint(args, names: list[str], inverters: dict, method: str | None) -> 
 
 
 def cached(out: Path, key: str, fp: dict) -> dict | None:
-    """A row saved by an earlier run with the same fingerprint, else None."""
-    import json
-    path = out / CACHE / f"{key}.json"
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return saved.get("row") if saved.get("fingerprint") == fp else None
+    """A row saved by an earlier run with the same fingerprint, else None (e4e.resultcache)."""
+    from e4e.resultcache import cached as load
+    return load(out / CACHE, key, fp)
 
 
 def save_cached(out: Path, key: str, fp: dict, row: dict) -> None:
-    import json
-    import os
-    folder = out / CACHE
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{key}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"fingerprint": fp, "row": row}, indent=1), encoding="utf-8")
-    tmp.replace(folder / f"{key}.json")
+    from e4e.resultcache import save_cached as save
+    save(out / CACHE, key, fp, row)
 
 
 def run(args) -> int:

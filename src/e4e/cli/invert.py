@@ -274,7 +274,9 @@ def register(sub):
                    help="grid.png shows the first N input|reconstruction pairs (0: no grid; default 16)")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in DIR instead of resuming")
     p.add_argument("--refine", default="none", choices=("none", "optimize", "pti"),
-                   help="after the encoder: optimise the W+ code, or pivotal-tune the generator per image (PTI)")
+                   help="after the encoder: optimise the W+ code (stored in latents.npz), or pivotal-tune the "
+                        "generator per image (PTI: each tuned generator is saved as DIR/pti/<name>.safetensors, "
+                        "recorded in latents.npz, and used by e4e edit)")
     p.add_argument("--refine-steps", type=int, default=100, help="refinement steps (default 100)")
     p.add_argument("--lpips-backbone", metavar="PATH", help="torchvision alexnet .pth (LPIPS for --refine)")
     p.add_argument("--lpips-weights", metavar="PATH", help="LPIPS lin-layer alex.pth (LPIPS for --refine)")

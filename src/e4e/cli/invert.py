@@ -99,7 +99,7 @@ def write_grid(out: Path, items, done: set[str], n: int, size: int, fit: str) ->
     if not tiles:
         return None
     ncol = 2 * min(4, len(tiles) // 2)
-    return save_grid(tiles, out / "grid.png", nrow=ncol, labels=["input", "reconstruction"] * (ncol // 2))
+    return save_grid(tiles, out / "grid.png", nrow=ncol, labels=["input", "inversion"] * (ncol // 2))
 
 
 def run(args) -> int:

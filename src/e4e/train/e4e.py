@@ -24,9 +24,8 @@ from tqdm import tqdm
 from e4e.checkpoints.rosinality import atomic_torch_save
 from e4e.errors import E4EError
 from e4e.train import dist as D
-
-# The options and presets live in e4e.train.options (no torch there, so `e4e train --help` is instant).
-from e4e.train.options import DERIVED_OPTS, PRESET_DEFAULTS, PRESETS, E4ETrainConfig, resolve_config  # noqa: E402,F401
+# the options and presets live in e4e.train.options (no torch there, so `e4e train --help` is instant)
+from e4e.train.options import DERIVED_OPTS, PRESET_DEFAULTS, PRESETS, E4ETrainConfig, resolve_config  # noqa: F401
 
 
 def progressive_stage(step: int, cfg: E4ETrainConfig, n_styles: int) -> int | str:

@@ -98,3 +98,34 @@ def test_edit_paste_back_writes_the_photo_with_the_face_replaced(tmp_path, capsy
         assert pasted.shape == photo.shape
         assert np.array_equal(pasted[:5], photo[:5])  # far from the face: the photo itself
         assert np.array_equal(pasted, np.asarray(paste_back(Image.fromarray(photo), face, quad)))
+
+
+@pytest.mark.parametrize("eye_dist, out_size", [(30, 64), (90, 32)])  # the second one takes align's shrink path
+def test_paste_back_inverts_e4e_align(tmp_path, eye_dist, out_size):
+    """Through e4e.align itself (its shrink/crop steps included): the recorded quad puts the aligned face
+    back where it came from."""
+    from e4e.align import align_files
+    yy, xx = np.mgrid[:400, :440]
+    period = 4.0 * eye_dist  # smooth at the aligned resolution, steep enough that 2 px show
+    wave = lambda t: 127.5 + 120 * np.sin(2 * np.pi * t / period)  # noqa: E731
+    photo = np.rint(np.stack([wave(xx), wave(yy), wave(xx + yy)], -1)).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    c = np.array([220.0, 190.0])
+    lm = np.array([c + (-eye_dist / 2, 0), c + (eye_dist / 2, 0), c + (0, 0.4 * eye_dist),
+                   c + (-0.35 * eye_dist, 0.8 * eye_dist), c + (0.35 * eye_dist, 0.8 * eye_dist)])
+
+    class Fixed:
+        def __call__(self, image):
+            return [lm]
+    records = {}
+    list(align_files([tmp_path / "photo.png"], tmp_path / "aligned", Fixed(), out_size, records=records))
+    save_alignment(tmp_path / "aligned", records)
+    rec = load_alignment(tmp_path / "aligned")["photo"]
+    face = Image.open(tmp_path / "aligned" / "photo.png")
+    back = np.asarray(paste_back(Image.open(rec["source"]), face, rec["quad"], feather=0.15)).astype(int)
+    inside = (slice(int(c[1]) - eye_dist // 2, int(c[1]) + eye_dist // 2),
+              slice(int(c[0]) - eye_dist // 2, int(c[0]) + eye_dist // 2))
+    err = np.abs(back[inside] - photo[inside]).mean()
+    # a steep gradient: a quad off by 2 px (e.g. a missed shrink or crop offset) is far worse
+    off = np.asarray(paste_back(Image.open(rec["source"]), face, rec["quad"] + 2, feather=0.15)).astype(int)
+    assert err < 0.5 * np.abs(off[inside] - photo[inside]).mean()

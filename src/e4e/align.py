@@ -104,7 +104,7 @@ def align_face(image: Image.Image, landmarks, output_size: int = E4E_SIZES[0], t
     quad = face_quad(landmarks)
     qsize = np.hypot(*(quad[3] - quad[0]))
 
-    shrink = int(np.floor(qsize / output_size * 0.5))
+    shrink = _shrink_factor(quad, output_size)
     if shrink > 1:
         rsize = (int(np.rint(float(img.size[0]) / shrink)), int(np.rint(float(img.size[1]) / shrink)))
         img = img.resize(rsize, Image.Resampling.LANCZOS)
@@ -132,6 +132,25 @@ def align_face(image: Image.Image, landmarks, output_size: int = E4E_SIZES[0], t
     if output_size < transform_size:
         img = img.resize((output_size, output_size), Image.Resampling.LANCZOS)
     return img
+
+
+def _shrink_factor(quad: np.ndarray, output_size: int) -> int:
+    """align_face first downsizes the photo by this integer factor when the face is much larger than
+    the output (> 1 means it does)."""
+    return int(np.floor(np.hypot(*(quad[3] - quad[0])) / output_size * 0.5))
+
+
+def source_quad(image_size: tuple[int, int], landmarks, output_size: int) -> np.ndarray:
+    """The quad, in source pixels, that align_face's output really samples (what paste-back inverts):
+    face_quad, except after the shrink step, whose indexing (kept as the official code has it) moves
+    the sampled square by about (shrink - 1) / 2 px right and down."""
+    quad = face_quad(landmarks)
+    shrink = _shrink_factor(quad, output_size)
+    if shrink <= 1:
+        return quad
+    w, h = image_size
+    rsize = (int(np.rint(float(w) / shrink)), int(np.rint(float(h) / shrink)))
+    return (quad / shrink + 0.5) * np.array([w / rsize[0], h / rsize[1]]) - 0.5
 
 
 def _pad_and_fade(img: Image.Image, quad: np.ndarray, pad, qsize: float):
@@ -191,7 +210,8 @@ def align_files(paths, out_dir: str | os.PathLike, detector: LandmarkDetector, o
             align_face(image, lm, output_size, transform_size).save(out_dir / f"{name}.png")
             written.append(out_dir / f"{name}.png")
             if records is not None:
-                records[name] = {"source": str(Path(path).resolve()), "quad": face_quad(lm).tolist(),
+                records[name] = {"source": str(Path(path).resolve()),
+                                 "quad": source_quad(image.size, lm, output_size).tolist(),
                                  "size": output_size}
         yield path, written
 

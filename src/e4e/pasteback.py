@@ -11,7 +11,8 @@ image at source point q0 + 0.5 + (X / S) * (q3 - q0) + (Y / S) * (q1 - q0) for a
 an S x S image. `source_to_aligned` is the inverse of that map, as the 6 coefficients Pillow's AFFINE
 transform takes, so one resampling warps the face (and the mask) back into the photo.
 
-`e4e align` records every quad in DIR/alignment.json ({name: {"source", "quad", "size"}}); `e4e edit
+`e4e align` records every quad in DIR/alignment.json (`e4e.align.source_quad`: the square its output
+really samples, including the half-pixel shift of its shrink step for large faces) ({name: {"source", "quad", "size"}}); `e4e edit
 --paste-back DIR/alignment.json` reads it.
 """
 import json

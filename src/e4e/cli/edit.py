@@ -170,24 +170,27 @@ def _run(args) -> int:
     g = g.to(dev).eval()
     args.allow_no_edit = bool(args.export)
     columns, sweeps = build_edits(args, g)
+    tuned = tuned_generator_path(args.latents, lat.meta, lat.names[0]) is not None
+    if tuned:  # all present before anything is rendered, or one line naming the first missing
+        missing = [p for p in (tuned_generator_path(args.latents, lat.meta, n) for n in lat.names) if not p.is_file()]
+        if missing:
+            load_tuned(g, missing[0])
+        print(f"{args.latents}: PTI-tuned generators recorded; each image renders with its own")
     if args.export:
         from e4e.interchange import write_latents
-        print(f"exported {len(lat)} latents to {write_latents(args.export, lat)}")
+        print(f"exported {len(lat)} latents to {write_latents(args.export, lat)}"
+              + ("; the PTI-tuned generators stay in their own files" if tuned else ""))
         if len(columns) == 1:
             return 0
     alignment = None
     if args.paste_back:
         from e4e.pasteback import load_alignment
         alignment = load_alignment(args.paste_back)
-        missing = [n for n in lat.names if Path(n).name not in alignment and n not in alignment]
-        if len(missing) == len(lat):
+        if not any(n in alignment or Path(n).name in alignment for n in lat.names):
             raise E4EError(f"{args.paste_back}: records none of the latents' names (e.g. {lat.names[0]!r})")
-    tuned = tuned_generator_path(args.latents, lat.meta, lat.names[0]) is not None
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     size = args.size or g.size
-    if tuned:
-        print(f"{args.latents}: PTI-tuned generators recorded; each image renders with its own")
 
     grid_rows, frames, pasted = [], {}, 0
     bar = tqdm(total=len(lat), unit="img", desc="edit", disable=args.quiet)

@@ -55,7 +55,10 @@ def test_clip_inverted_frame_by_frame_then_edited_into_clips(tmp_path, capsys):
     assert main(["invert", str(clip), "-o", str(tmp_path / "one"), "--checkpoint", str(ckpt), "-q"]) == 0
     assert "5 frames: inverted frame 0 only" in capsys.readouterr().out
     assert main(["invert", str(clip), "-o", str(tmp_path / "inv"), "--checkpoint", str(ckpt), "-q",
-                 "--frames", "all"]) == 0
+                 "--frames", "all", "--video", "gif"]) == 0
+    assert "1 reconstruction clip(s)" in capsys.readouterr().out
+    with Image.open(tmp_path / "inv" / "video" / "clip.gif") as gif:
+        assert gif.n_frames == 5
     lat = load_latents(tmp_path / "inv" / "latents.npz")
     assert lat.names == [f"clip/{t:06d}" for t in range(5)]
     one = load_latents(tmp_path / "one" / "latents.npz")

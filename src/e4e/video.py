@@ -76,3 +76,20 @@ def write_clip(frames, path, fps: float = 12.0) -> Path:
             raise E4EError(f"{path}: ffmpeg failed ({proc.stderr.decode(errors='replace').strip()[:200]})")
     tmp.replace(path)
     return path
+
+
+def write_clips(names: list[str], frame_path, out_dir, fmt: str = "gif", fps: float = 12.0,
+                progress: bool = True) -> list[Path]:
+    """One clip per sequence of 2 or more frames among `names`, from the image files frame_path(name)
+    -> out_dir/<sequence>.<fmt>, with a progress bar. Returns the clips written."""
+    from PIL import Image
+    from tqdm import tqdm
+    seqs = {k: v for k, v in sequences(names).items() if len(v) > 1}
+    clips = []
+    for seq, idx in tqdm(seqs.items(), desc="clips", unit="clip", disable=not progress):
+        frames = []
+        for i in idx:
+            with Image.open(frame_path(names[i])) as im:
+                frames.append(im.convert("RGB"))
+        clips.append(write_clip(frames, Path(out_dir) / f"{seq}.{fmt}", fps))
+    return clips

@@ -255,23 +255,14 @@ def paste_one(alignment, name, j, pictures, columns, out: Path, feather: float) 
 
 def write_clips(frames: dict, names: list[str], out: Path, args) -> list[Path]:
     """One clip per edit column and frame sequence -> out/video/<label>/<sequence>.<gif|mp4>."""
-    from PIL import Image
     from tqdm import tqdm
 
-    from e4e.video import sequences, write_clip
-    seqs = {k: v for k, v in sequences(names).items() if len(v) > 1}
-    if not seqs:
+    from e4e.video import sequences, write_clips as clips_of
+    if not any(len(v) > 1 for v in sequences(names).values()):
         tqdm.write("--video: no sequence of 2 or more frames among the names (invert a clip with --frames all)")
         return []
-    jobs = [(label, seq, idx) for label in frames for seq, idx in seqs.items()]
-    clips = []
-    for label, seq, idx in tqdm(jobs, desc="clips", unit="clip", disable=args.quiet):
-        ims = []
-        for i in idx:
-            with Image.open(frames[label][names[i]]) as im:
-                ims.append(im.convert("RGB"))
-        clips.append(write_clip(ims, out / "video" / label / f"{seq}.{args.video}", args.fps))
-    return clips
+    return [c for label in frames for c in clips_of(names, frames[label].__getitem__, out / "video" / label,
+                                                     args.video, args.fps, progress=not args.quiet)]
 
 
 def register(sub):

@@ -189,6 +189,11 @@ def run(args) -> int:
           f"skipped {stats['skipped']} bad input(s); {out / LATENTS} holds {len(names)} images"
           + (f"; grid {grid}" if grid else "")
           + (f"; {stats['warned']} out-of-domain warning(s)" if stats["warned"] else ""))
+    if args.video:
+        from e4e.video import write_clips
+        clips = write_clips(names, lambda n: recon_path(out, n), out / "video", args.video, args.fps, not args.quiet)
+        print(f"{len(clips)} reconstruction clip(s) in {out / 'video'}" if clips else
+              "--video: no sequence of 2 or more frames (invert a clip with --frames all, or a folder of frames)")
     if args.export:
         from e4e.interchange import write_latents
         from e4e.latents import load_latents
@@ -285,6 +290,10 @@ def register(sub):
     p.add_argument("--frames", default="first", choices=("first", "all"),
                    help="multi-frame inputs (GIF, WebP, TIFF): invert the first frame (default; a note says so) "
                         "or every frame, named NAME/000000... (for videos: see e4e edit --video)")
+    p.add_argument("--video", choices=("gif", "mp4"), help="with --frames all (or a folder of frames): also write "
+                   "each clip's reconstructions as DIR/video/<clip>.gif (mp4 needs ffmpeg on PATH); edits and "
+                   "--smooth: e4e edit --video")
+    p.add_argument("--fps", type=float, default=12.0, help="--video frame rate (default 12)")
     p.add_argument("--export", metavar="FILE", help="also write the latents as FILE: .pt (official e4e dict "
                    "name -> W+), .npy (N, n_styles, D) or .npz")
     add_threads(p)

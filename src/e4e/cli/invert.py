@@ -1,11 +1,14 @@
 """e4e invert IMAGES... -o DIR: images -> DIR/latents.npz (name -> W+ codes), DIR/recon/<name>.png, DIR/grid.png.
 
 The library work (naming, image conversion, the model) is `e4e.pipeline`, shared with `e4e.invert`;
-this module keeps the flags and the output folder. Resumable: every finished batch is written at once (its reconstructions, then DIR/.parts/part-NNNNNN.npz,
-renamed into place only when complete), so Ctrl-C loses at most the batch in flight. At the end (and on
-Ctrl-C) the parts are merged into latents.npz; a rerun with the same arguments skips every image already
-in latents.npz or a part. Bad inputs are skipped with one line each; odd ones (grayscale, alpha, 16-bit)
-are converted to 8-bit RGB and reported.
+this module keeps the flags and the output folder. Resumable: every finished batch is written at once
+(its reconstructions, then DIR/.parts/part-NNNNNN.npz, renamed into place only when complete), so Ctrl-C
+loses at most the batch in flight. At the end (and on Ctrl-C) the parts are merged into latents.npz; a
+rerun with the same arguments skips every image already in latents.npz or a part. Bad inputs are skipped
+with one line each; odd ones (grayscale, alpha, 16-bit, several frames, a photo into a cartoon model) are
+converted and reported. --refine pti also writes DIR/pti/<name>.safetensors (recorded in latents.npz);
+--frames all inverts every frame of a clip, --video writes their reconstructions as a clip, --export
+writes the latents in another format too.
 """
 import os
 import shutil

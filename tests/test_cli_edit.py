@@ -59,7 +59,8 @@ def test_edit_direction_sweep(setup, tmp_path, capsys):
         gif = Image.open(out / "sweep" / "age" / f"{name}.gif")
         assert gif.n_frames == 3
     # rows = images, columns = edits, 32px tiles with 2px padding
-    assert Image.open(out / "grid.png").size == (len(cols) * 34 + 2, N_IMAGES * 34 + 2)
+    w, h = Image.open(out / "grid.png").size  # tiles, plus a header row naming the columns
+    assert w == len(cols) * 34 + 2 and N_IMAGES * 34 + 2 < h <= N_IMAGES * 34 + 2 + 24
 
 
 def test_edit_ganspace_fit_matches_exported_pca(setup, tmp_path):
@@ -159,3 +160,31 @@ def test_default_edit_checkpoint_missing(setup, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(e4e.assets, "DEFAULT_INVERTER", "absent.safetensors")
     rc, cap = edit([root / "latents.npz", "-o", tmp_path / "out", "--sefa", "0", "--strength", "1"], capsys)
     assert rc == 2 and "pass --checkpoint PATH" in cap.err
+
+
+def test_directions_fit_on_a_dataset_labels_csv(tmp_path, capsys):
+    """A dataset's labels.csv (file, split, Unicode name, ...): the file column is the one that matches the
+    latents' names, and a majority-class baseline is printed beside the accuracy."""
+    g = torch.Generator().manual_seed(1)
+    codes = torch.randn(60, 4, 32, generator=g)
+    labels = (codes.mean(1)[:, 0] > 0.3).long()
+    names = [f"u1f{i:03x}" for i in range(60)]
+    save_latents(tmp_path / "latents.npz", Latents(names, codes, {}))
+    rows = ["file,split,name,tone"] + [f"train/{n}.png,train,GRINNING FACE {i},{'dark' if y else 'light'}"
+                                       for i, (n, y) in enumerate(zip(names, labels.tolist()))]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    args = ["directions", "fit", str(tmp_path / "latents.npz"), str(tmp_path / "labels.csv"), "-o",
+            str(tmp_path / "d.pt"), "--label-column", "tone", "--positive", "dark"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "on 'file' names" in out and "0 labels unmatched" in out
+    base = float(out.split("majority-class baseline ")[1].split(")")[0])
+    assert 0.5 <= base <= 1.0
+    # --negative: rows with neither value are left out
+    rows = rows + [f"train/extra{i}.png,train,X,medium" for i in range(5)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert main(args + ["--negative", "light"]) == 0
+    assert "0 labels unmatched" in capsys.readouterr().out
+    assert main(args + ["--name-column", "name"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'name'" in err and "GRINNING FACE" in err

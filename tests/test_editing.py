@@ -275,3 +275,10 @@ def test_fit_errors():
         fit_direction(x, torch.ones(20))
     with pytest.raises(E4EError, match="unknown fit method"):
         fit_direction(x, torch.arange(20) % 2, method="tree")
+
+
+def test_presets_are_refused_for_another_generator():
+    assert resolve_edit("smile", n_styles=18) == (46, 4, 5, -20.0)
+    with pytest.raises(E4EError, match="'smile' was found on the ffhq generator .18 styles.*10 styles"):
+        resolve_edit("smile", n_styles=10)
+    assert resolve_edit("3,0,5,-2.5", n_styles=10) == (3, 0, 5, -2.5)  # explicit edits are the user's call

@@ -181,22 +181,14 @@ def fingerprint(args, names: list[str], inverters: dict, method: str | None) -> 
 
 
 def cached(out: Path, key: str, fp: dict) -> dict | None:
-    """A row saved by an earlier run with the same fingerprint, else None."""
-    import json
-    path = out / CACHE / f"{key}.json"
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return saved.get("row") if saved.get("fingerprint") == fp else None
+    """A row saved by an earlier run with the same fingerprint, else None (e4e.resultcache)."""
+    from e4e.resultcache import cached as load
+    return load(out / CACHE, key, fp)
 
 
 def save_cached(out: Path, key: str, fp: dict, row: dict) -> None:
-    import json
-
-    from e4e.outputs import atomic_write
-    atomic_write(out / CACHE / f"{key}.json", lambda f: f.write(json.dumps({"fingerprint": fp, "row": row}, indent=1)),
-                 mode="w")
+    from e4e.resultcache import save_cached as save
+    save(out / CACHE, key, fp, row)
 
 
 def run(args) -> int:

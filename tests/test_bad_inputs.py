@@ -305,6 +305,14 @@ def test_truncated_checkpoints_say_truncated(world, tmp_path, capsys):
         assert "Invalid argument" not in line
 
 
+def test_a_checkpoint_given_as_latents_is_one_line(world, tmp_path, capsys):
+    root, ckpt, _ = world
+    torch.save({"w": torch.zeros(3)}, tmp_path / "not_latents.pt")  # a zip too, but of no .npy arrays
+    rc = main(["edit", str(tmp_path / "not_latents.pt"), "-o", str(tmp_path / "e"), "--checkpoint", str(ckpt),
+               "--sefa", "0", "--strength", "1", "-q"])
+    one_line_error(capsys, rc, "not a latents .npz file")
+
+
 def test_truncated_ganspace_npz_is_one_line(world, tmp_path, capsys):
     root, ckpt, _ = world
     pca = tmp_path / "pca.npz"
@@ -360,6 +368,8 @@ def test_nan_latents_and_strengths_are_refused(world, tmp_path, capsys):
     one_line_error(capsys, main(["edit", good, "--sefa", "0", "--strength", "nan", *base]), "--strength")
     one_line_error(capsys, main(["edit", good, "--sefa", "0", "--sweep=nan:1:3", *base]), "--sweep")
     one_line_error(capsys, main(["edit", good, "--ganspace-fit", "50", "--edit", "0,0,2,inf", *base]), "finite")
+    for bad in ("99,0,2,1", "0,5,2,1", "0,0,99,1"):  # out of range: refused before any image is written
+        one_line_error(capsys, main(["edit", good, "--ganspace-fit", "50", "--edit", bad, *base]), "out of range")
     assert not (tmp_path / "e").exists() or not any((tmp_path / "e").rglob("*.png"))
     with pytest.raises(E4EError, match="finite"):
         e4e.edit(lat, direction=torch.ones(32), strength=float("nan"))

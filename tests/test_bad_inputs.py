@@ -259,6 +259,14 @@ def test_bad_device_is_one_line(world, tiny_world, tmp_path, capsys):
         one_line_error(capsys, main(args + ["--device", "bogus"]), "bogus")
 
 
+def test_training_into_an_unwritable_folder_is_one_line(tiny_world, tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    cfg = train_yaml(tiny_world, tmp_path / "taken", tmp_path / "c.yaml")
+    one_line_error(capsys, main(["train", "--config", cfg]), "cannot write to")
+    one_line_error(capsys, main(["train-generator", "--data", str(tiny_world / "data"), "--out",
+                                 str(tmp_path / "taken")]), "cannot write to")
+
+
 @pytest.mark.parametrize("option", ["--batch=0", "--steps=0", "--size=-5", "save_every=0", "lr=-1", "log_every=0"])
 def test_train_generator_bad_values_are_one_line(tmp_path, capsys, option):
     (tmp_path / "data").mkdir()

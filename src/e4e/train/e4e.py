@@ -653,6 +653,8 @@ def train_e4e(cfg: E4ETrainConfig, resume: bool = False, log=print) -> Path:
     if found and not resume:
         raise E4EError(f"{cfg.exp_dir} already holds a run ({found}): pass --resume to continue it, or choose "
                        "another exp_dir to start a new one")
+    from e4e.outputs import writable_dir
+    writable_dir(cfg.exp_dir)  # before the models load: a bad exp_dir costs one line
     info = D.init(cfg.device)
     try:
         trainer = E4ETrainer(cfg, info, log=log)

@@ -71,5 +71,3 @@ def save_rosinality(path, generator: Generator, latent_avg: torch.Tensor | None 
     if latent_avg is not None:
         ckpt["latent_avg"] = latent_avg.reshape(-1)
     atomic_torch_save(ckpt, path)
-
-

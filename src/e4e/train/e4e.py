@@ -24,6 +24,7 @@ from tqdm import tqdm
 from e4e.checkpoints.rosinality import atomic_torch_save
 from e4e.errors import E4EError
 from e4e.train import dist as D
+from e4e.train.runs import existing_run, truncate_log
 
 # Official dataset presets (configs/data_configs.py + transforms_config.py of the official code), plus our
 # emoji domain. size = (H, W) the images are resized to; crop = rows of the 256x256 output compared with
@@ -530,7 +531,7 @@ class E4ETrainer:
             (self.exp / "opts.json").write_text(json.dumps(self.opts(), indent=2))
         writer = _tensorboard(self.exp / "tb") if info.main else None
         if info.main:
-            _truncate_log(self.exp / "log.jsonl", self.step)
+            truncate_log(self.exp / "log.jsonl", self.step)
         logf = open(self.exp / "log.jsonl", "a") if info.main else None
         self.inverter.encoder.train()
         if not cfg.train_decoder:
@@ -601,36 +602,6 @@ class E4ETrainer:
                 writer.close()
         D.barrier(info)
         return final
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the log rows of steps <= step: after a resume (or a kill -9 between a log row and the next
-    checkpoint) the rows of the replayed steps would otherwise appear twice. A torn last line goes too."""
-    if not path.is_file():
-        return
-    from e4e.outputs import atomic_write
-    keep, dropped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-            ok = isinstance(row, dict) and int(row.get("step", 0)) <= step
-        except (ValueError, TypeError):
-            ok = False
-        keep.append(line) if ok else None
-        dropped += not ok
-    if dropped:
-        atomic_write(path, lambda f: f.write("".join(f"{line}\n" for line in keep)), mode="w")
-
-
-def existing_run(exp: Path) -> str | None:
-    """Why `exp` already holds a training run (a checkpoint, or log rows), or None when it does not."""
-    for name in ("last.pt", "best_model.pt"):
-        if (exp / "checkpoints" / name).is_file():
-            return f"checkpoints/{name}"
-    log = exp / "log.jsonl"
-    if log.is_file() and log.stat().st_size:
-        return "log.jsonl (no checkpoint yet)"
-    return None
 
 
 def _as_tuple(x):

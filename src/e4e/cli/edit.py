@@ -98,6 +98,9 @@ def build_edits(args, generator) -> tuple[list[tuple[str, callable]], dict[str, 
             raise E4EError(f"{args.ganspace}: a {pca['mean'].shape[-1]}-d PCA for a {generator.style_dim}-d generator")
         for spec in args.edit:
             e = editing.resolve_edit(spec, n_styles=generator.n_latent)
+            if not 0 <= e[0] < pca["std"].shape[0] or not 0 <= e[1] < e[2] <= generator.n_latent:
+                raise E4EError(f"--edit {spec}: component {e[0]} of {pca['std'].shape[0]}, styles {e[1]}..{e[2] - 1} of "
+                               f"{generator.n_latent}: out of range")  # checked before any image is written
             name = spec.partition("=")[0] if not spec[0].isdigit() else f"pc{e[0]}_{e[1]}-{e[2]}"
             columns.append((safe_label(f"{name}{fmt(e[3])}"), lambda c, e=e: editing.ganspace_edit(c, pca, e)))
     elif args.edit:

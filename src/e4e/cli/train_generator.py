@@ -18,6 +18,8 @@ def run(args) -> int:
     cfg = build_config(GANTrainConfig, args.config, overrides)
     if not cfg.data:
         raise E4EError("no training data: pass --data DIR (an image folder, e.g. from 'e4e data avatars')")
+    from e4e.outputs import writable_dir
+    writable_dir(cfg.out)  # before the data and models load
     train_gan(cfg)
     return 0
 

@@ -27,6 +27,7 @@ from e4e.train import dist as D
 from e4e.train.data import BatchPlan, prefetch_batches  # noqa: F401 (BatchPlan re-exported)
 # the options and presets live in e4e.train.options (no torch there, so `e4e train --help` is instant)
 from e4e.train.options import DERIVED_OPTS, PRESET_DEFAULTS, PRESETS, E4ETrainConfig, resolve_config  # noqa: F401
+from e4e.train.runs import existing_run, truncate_log
 
 
 def progressive_stage(step: int, cfg: E4ETrainConfig, n_styles: int) -> int | str:
@@ -415,7 +416,7 @@ class E4ETrainer:
             (self.exp / "opts.json").write_text(json.dumps(self.opts(), indent=2))
         writer = _tensorboard(self.exp / "tb") if info.main else None
         if info.main:
-            _truncate_log(self.exp / "log.jsonl", self.step)
+            truncate_log(self.exp / "log.jsonl", self.step)
         logf = open(self.exp / "log.jsonl", "a") if info.main else None
         self.inverter.encoder.train()
         if not cfg.train_decoder:
@@ -490,36 +491,6 @@ class E4ETrainer:
         return final
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the log rows of steps <= step: after a resume (or a kill -9 between a log row and the next
-    checkpoint) the rows of the replayed steps would otherwise appear twice. A torn last line goes too."""
-    if not path.is_file():
-        return
-    from e4e.outputs import atomic_write
-    keep, dropped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-            ok = isinstance(row, dict) and int(row.get("step", 0)) <= step
-        except (ValueError, TypeError):
-            ok = False
-        keep.append(line) if ok else None
-        dropped += not ok
-    if dropped:
-        atomic_write(path, lambda f: f.write("".join(f"{line}\n" for line in keep)), mode="w")
-
-
-def existing_run(exp: Path) -> str | None:
-    """Why `exp` already holds a training run (a checkpoint, or log rows), or None when it does not."""
-    for name in ("last.pt", "best_model.pt"):
-        if (exp / "checkpoints" / name).is_file():
-            return f"checkpoints/{name}"
-    log = exp / "log.jsonl"
-    if log.is_file() and log.stat().st_size:
-        return "log.jsonl (no checkpoint yet)"
-    return None
-
-
 def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
@@ -540,6 +511,8 @@ def train_e4e(cfg: E4ETrainConfig, resume: bool = False, log=print) -> Path:
     if found and not resume:
         raise E4EError(f"{cfg.exp_dir} already holds a run ({found}): pass --resume to continue it, or choose "
                        "another exp_dir to start a new one")
+    from e4e.outputs import writable_dir
+    writable_dir(cfg.exp_dir)  # before the models load: a bad exp_dir costs one line
     info = D.init(cfg.device)
     try:
         trainer = E4ETrainer(cfg, info, log=log)

@@ -226,7 +226,7 @@ def test_plain_torch_modules_inside_persistent_ones(tmp_path):
 
 # -- (b) parity with NVIDIA's own outputs ------------------------------------------------------------------------
 
-# measured (docs/testing.md): 0 on 1, 2 and 16 threads; NVIDIA's own outputs as the reference
+# measured on 1 and 2 threads (docs/testing.md): up to 1.8e-6 for images, 6e-8 for codes
 TOL = {"ws": 1e-6, "ws_trunc": 1e-6, "img": 5e-6, "img_trunc": 5e-6, "img_wplus": 5e-6}
 
 

@@ -4,10 +4,10 @@ import torch
 from conftest import assert_parity, fixture_params, load_npz, need, state_dict_from_manifest
 from e4e.nets.stylegan2 import Generator, GeneratorConfig
 
-# Per-check tolerances (relative error, max|a-b|/max|b|): the measured error on 1, 2 and 16 CPU threads is
-# 0 for every check here (docs/testing.md), so the margin is for other BLAS builds; a 1000x demodulation
-# epsilon moves these images by more than this.
-TOL = {"mapping": 1e-6, "img_wplus": 2e-6, "mean_w": 1e-6, "img_trunc": 2e-6, "img_z": 2e-6, "ungrouped": 2e-6}
+# Per-check tolerances (relative error, max|a-b|/max|b|), from the errors measured on 1 and 2 CPU threads
+# (docs/testing.md): 0 for the grouped path, 9.5e-7 for the shared-weight one; the margin is for other BLAS
+# builds.
+TOL = {"mapping": 1e-6, "img_wplus": 2e-6, "mean_w": 1e-6, "img_trunc": 2e-6, "img_z": 2e-6, "ungrouped": 5e-6}
 
 
 @pytest.fixture(scope="module", params=fixture_params("generator"), ids=lambda f: getattr(f, "name", "missing"))

@@ -6,7 +6,7 @@ should catch it (from a copy of tests/ taken at the start) against that copy (PY
 for a catch). A mutation is caught when those tests fail. A baseline run of the same tests on the unmutated
 copy must pass first, so a failure is the mutation's doing.
 
-    E4E_FIXTURES=../shared/fixtures/official python tests/mutations.py            # all, markdown table
+    python tests/mutations.py          # all: a markdown table (fixtures and official data as for the suite)
     python tests/mutations.py --list                                             # names only
     python tests/mutations.py demod-eps-1000x r1-factor                          # some
 """

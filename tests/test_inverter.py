@@ -70,13 +70,17 @@ def tiny_inverter(size=64, kind="e4e"):
 
 
 def test_small_inverter_inverts_on_cpu():
+    from tiny_inverters import float64_reference
     torch.manual_seed(0)
     inv = tiny_inverter()
+    inv.latent_avg = torch.randn_like(inv.latent_avg)  # non-zero: it must be added once, to every style
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
-        inv(x)  # warm-up
         images, codes = inv(x)
+    ref_images, ref_codes = float64_reference(inv, x)
     assert images.shape == (2, 3, 64, 64) and codes.shape == (2, inv.decoder.n_latent, 64)
+    assert (codes.double() - ref_codes).abs().max() < 1e-5 * ref_codes.abs().max()
+    assert (images.double() - ref_images).abs().max() < 1e-5 * ref_images.abs().max()
 
 
 def test_encoder_generator_mismatch_is_one_line():
@@ -107,4 +111,9 @@ def test_invert_accepts_pil_images():
     inv = tiny_inverter()
     img = Image.new("RGB", (100, 80), (200, 10, 10))
     rec, codes = inv.invert([img, img])
+    # a flat colour stays flat at any size: the encoder sees (200, 10, 10) / 127.5 - 1 everywhere
+    x = torch.tensor([200, 10, 10]).div(127.5).sub(1).view(1, 3, 1, 1).expand(2, 3, 64, 64)
+    with torch.no_grad():
+        want_codes = inv.encode(x)
     assert rec.shape[0] == 2 and torch.allclose(codes[0], codes[1])
+    torch.testing.assert_close(codes, want_codes, rtol=1e-5, atol=1e-6)

@@ -151,3 +151,26 @@ def test_channels_last_synthesis_is_the_same_function(grouped):
         ref = g.use_grouped_conv(True).use_channels_last(False).synthesis(w)
         out = g.use_grouped_conv(grouped).use_channels_last(True).synthesis(w)
     assert (out - ref).abs().max() < 1e-9 * ref.abs().max()  # float64: rounding only
+
+
+def test_each_layer_reads_its_own_style():
+    """rosinality's W+ indexing, stated independently: conv1 <- 0, to_rgb1 <- 1, then per resolution k:
+    up-conv <- 2k+1, conv <- 2k+2, to_rgb <- 2k+3. Every style is distinct, so a shifted index shows."""
+    g = small(32)
+    codes = torch.randn(2, g.n_latent, 32)
+    layers = [g.conv1.conv, g.to_rgb1.conv]
+    for k in range(len(g.to_rgbs)):
+        layers += [g.convs[2 * k].conv, g.convs[2 * k + 1].conv, g.to_rgbs[k].conv]
+    expected = [0, 1] + [i for k in range(len(g.to_rgbs)) for i in (2 * k + 1, 2 * k + 2, 2 * k + 3)]
+    seen = {}
+    hooks = [m.modulation.register_forward_hook(lambda mod, inp, out, i=i: seen.__setitem__(i, inp[0]))
+             for i, m in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            g.synthesis(codes)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(seen) == len(layers) and max(expected) == g.n_latent - 1  # every layer ran; every style used
+    for i, style in enumerate(expected):
+        assert torch.equal(seen[i], codes[:, style]), (i, style)

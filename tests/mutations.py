@@ -2,13 +2,13 @@
 once per mutation; about a minute each on 2 CPU cores.)
 
 Each mutation replaces one exact snippet in one file of a temporary copy of src/, then runs the tests that
-should catch it (from a copy of tests/ taken at the start) against that copy (PYTHONPATH first, E4E_REQUIRE_FIXTURES=1 so a missing fixture cannot pass
-for a catch). A mutation is caught when those tests fail. A baseline run of the same tests on the unmutated
+should catch it (from a copy of tests/ taken at the start) against that copy (PYTHONPATH first, and
+E4E_REQUIRE_FIXTURES=1 so a missing fixture cannot pass for a catch). A mutation is caught when those tests fail. A baseline run of the same tests on the unmutated
 copy must pass first, so a failure is the mutation's doing.
 
     python tests/mutations.py          # all: a markdown table (fixtures and official data as for the suite)
-    python tests/mutations.py --list                                             # names only
-    python tests/mutations.py demod-eps-1000x r1-factor                          # some
+    python tests/mutations.py --list   # names only
+    python tests/mutations.py demod-eps-1000x r1-factor   # some
 """
 import argparse
 import os
@@ -72,7 +72,14 @@ MUTATIONS = [
     Mutation("leaky-slope (latent discriminator)", "nets/discriminators.py", "nn.LeakyReLU(0.2)]",
              "nn.LeakyReLU(0.1)]", ("tests/test_discriminators.py", "-k", "latent")),
     Mutation("interfacegan-scaling", "editing/interfacegan.py", "    d = direction.to(latents)\n",
-             "    d = direction.to(latents) / direction.norm()\n", ("tests/test_editing.py", "-k", "direction")),
+             "    d = direction.to(latents) / direction.norm()\n",
+             ("tests/test_editing.py", "-k", "direction or apply_strength")),
+    # -- the audit's two parity misses, against the parity tests alone (the op tests above catch them too)
+    Mutation("demod-eps-1000x (parity tests only)", "ops/modconv.py", "eps: float = 1e-8", "eps: float = 1e-5",
+             ("tests/test_stylegan2.py", "tests/test_checkpoints_nvidia.py", "-k", "official or ada")),
+    Mutation("flipped-blur-kernel (parity tests only)", "ops/upfirdn2d.py",
+             "weight = torch.flip(kernel, [0, 1]).to(x.dtype)", "weight = kernel.to(x.dtype)",
+             ("tests/test_stylegan2.py", "-k", "official")),
     # -- more, same spirit -----------------------------------------------------------------------------------
     Mutation("mapping-bias-without-lr-mul", "nets/layers.py", "bias = self.bias * self.lr_mul if",
              "bias = self.bias if", ("tests/test_stylegan2.py", "-k", "official_mapping")),

@@ -8,9 +8,8 @@ import torch
 from PIL import Image
 
 import e4e
-from e4e.editing import ganspace_pca, ganspace_edit
+from e4e.editing import ganspace_pca
 from e4e.errors import E4EError
-from e4e.imageio import load_image, to_tensor
 from e4e.latents import Latents, check_compatible, load_latents, merge_latents, read_index, save_latents
 from tiny_inverters import save_tiny, tiny_inverter
 

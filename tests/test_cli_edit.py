@@ -5,8 +5,7 @@ from PIL import Image
 
 import e4e
 from e4e.cli import main
-from e4e.editing import ganspace_edit, load_pca, sefa_directions
-from e4e.imageio import to_pil
+from e4e.editing import load_pca, sefa_directions
 from e4e.latents import Latents, save_latents
 from tiny_inverters import save_tiny
 
@@ -36,8 +35,13 @@ def png(path) -> np.ndarray:
 
 
 def decoded(inv, codes) -> list[np.ndarray]:
+    """Expected PNG pixels: float64 synthesis from the codes, [-1, 1] -> 0..255 written out here."""
+    import copy
+    dec = copy.deepcopy(inv.decoder).double().use_grouped_conv(True)
     with torch.no_grad():
-        return [np.asarray(im).astype(np.int16) for im in to_pil(inv.decode(codes, resize=False))]
+        img = dec.synthesis(codes.double())
+    px = img.clamp(-1, 1).add(1).mul(127.5).round().permute(0, 2, 3, 1).numpy()
+    return list(px.astype(np.int16))
 
 
 def test_edit_direction_sweep(setup, tmp_path, capsys):
@@ -73,7 +77,10 @@ def test_edit_ganspace_fit_matches_exported_pca(setup, tmp_path):
                  "--ganspace-fit", 400, "--edit", spec])[0] == 0
     assert edit([root / "latents.npz", "-o", tmp_path / "file", "--checkpoint", ckpt,
                  "--ganspace", tmp_path / "pca.pt", "--edit", spec, "--grid", 0])[0] == 0
-    want = decoded(inv, ganspace_edit(lat.codes, pca, (0, 0, 8, 2.0)))
+    # the official rule: every style moves along component 0 until style 0's coordinate is 2 std
+    comp, std = pca["comp"][0, 0], float(pca["std"][0])
+    coord0 = ((lat.codes[:, 0] - pca["mean"].reshape(1, -1)) @ comp) / std
+    want = decoded(inv, lat.codes + ((2 - coord0) * std)[:, None, None] * comp)
     for i, name in enumerate(lat.names):
         a, b = png(tmp_path / "fit" / "pc0_0-8+2" / f"{name}.png"), png(tmp_path / "file" / "pc0_0-8+2" / f"{name}.png")
         assert np.abs(a - b).max() <= 1 and np.abs(b - want[i]).max() <= 1

@@ -304,11 +304,16 @@ def test_mapping_lr_multiplier_is_folded_into_weights():
 
 
 def test_small_pickle_end_to_end(small_pkl):
-    g, latent_avg = load_nvidia_generator(small_pkl[0])
-    assert g.cfg.size == 8 and g.cfg.channels(8) == 32 and latent_avg.shape == (1, 32)
+    path, sd = small_pkl
+    g, latent_avg = load_nvidia_generator(path)
+    assert g.cfg.size == 8 and g.cfg.channels(8) == 32 and torch.equal(latent_avg[0], sd["mapping.w_avg"])
+    z = torch.randn(2, 32)
     with torch.no_grad():
-        img, _ = g([torch.randn(2, 32)], randomize_noise=False)
-    assert img.shape == (2, 3, 8, 8)
+        w = g.mapping(z)
+        img, _ = g([z], randomize_noise=False)
+    n_map = sum(1 for k in sd if k.startswith("mapping.fc") and k.endswith(".weight"))
+    assert rel_err(w, nvidia_mapping(sd, z, n_map)) < 1e-6  # NVIDIA's mapping, written from its definition
+    assert img.shape == (2, 3, 8, 8) and torch.isfinite(img).all() and img.std() > 0
 
 
 # -- (d) security -------------------------------------------------------------------------------------------

@@ -81,6 +81,9 @@ MUTATIONS = [
              "weight = torch.flip(kernel, [0, 1]).to(x.dtype)", "weight = kernel.to(x.dtype)",
              ("tests/test_stylegan2.py", "-k", "official")),
     # -- more, same spirit -----------------------------------------------------------------------------------
+    Mutation("nvidia-filter-flipped", "checkpoints/nvidia.py", "return f * 4  # NVIDIA applies",
+             "return f.flip(0, 1) * 4  # NVIDIA applies",
+             ("tests/test_checkpoints_nvidia.py", "-k", "asymmetric or ada")),
     Mutation("mapping-bias-without-lr-mul", "nets/layers.py", "bias = self.bias * self.lr_mul if",
              "bias = self.bias if", ("tests/test_stylegan2.py", "-k", "official_mapping")),
     Mutation("path-length-sum-over-styles", "train/stylegan.py", "lengths = grad.pow(2).sum(2).mean(1).sqrt()",

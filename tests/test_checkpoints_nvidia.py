@@ -294,6 +294,28 @@ def test_paper256_auto_preset_converts_and_runs():
     assert img.shape == (1, 3, 64, 64) and torch.isfinite(img).all()
 
 
+def test_asymmetric_resample_filters_are_carried_unflipped():
+    """NVIDIA's upfirdn2d, like rosinality's, applies its filter as a true convolution (flip_filter=False),
+    so the converted blur/upsample kernels must be each block's own resample_filter, unflipped, times the
+    up**2 = 4 gain NVIDIA applies at run time. The default [1,3,3,1] filter is symmetric and would hide a
+    flip or a mix-up of blocks; here every block gets its own asymmetric filter."""
+    sd = random_nvidia_state(16, **dict(SMALL, channel_base=1024))  # 32 channels at every resolution
+    g = torch.Generator().manual_seed(5)
+    filters = {}
+    for k in sd:
+        if k.endswith("resample_filter"):
+            sd[k] = filters[k] = torch.rand(4, 4, generator=g) + 0.1
+    synthesis = {"channel_base": 1024, "channel_max": 32, "num_fp16_res": 0, "conv_clamp": None}
+    state, _, _ = convert_generator(sd, small_kwargs(img_resolution=16, synthesis_kwargs=synthesis))
+    for j, res in enumerate((8, 16)):
+        torch.testing.assert_close(state[f"convs.{2 * j}.conv.blur.kernel"],
+                                   4 * filters[f"synthesis.b{res}.conv0.resample_filter"], rtol=0, atol=0)
+        torch.testing.assert_close(state[f"to_rgbs.{j}.upsample.kernel"],
+                                   4 * filters[f"synthesis.b{res}.resample_filter"], rtol=0, atol=0)
+    g16 = generator_from_state(state)  # and the generator keeps them as loaded (persistent buffers)
+    assert torch.equal(g16.convs[2].conv.blur.kernel, 4 * filters["synthesis.b16.conv0.resample_filter"])
+
+
 def test_mapping_lr_multiplier_is_folded_into_weights():
     sd = random_nvidia_state(8, **SMALL)
     state, _, _ = convert_generator(sd, small_kwargs(mapping_kwargs={"num_layers": 2, "lr_multiplier": 0.05}))

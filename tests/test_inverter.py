@@ -78,6 +78,12 @@ def test_missing_latent_avg_is_computed_and_reported(tmp_path):
     inv2 = load_inverter(tmp_path / "x.pt", log=said.append)
     assert inv2.latent_avg is not None and inv2.latent_avg.shape == (inv.decoder.n_latent, 64)
     assert len(said) == 1 and "latent_avg" in said[0]
+    # it is E[mapping(z)], the same for every style: compare with an independent sample of 20000 z
+    assert torch.equal(inv2.latent_avg, inv2.latent_avg[:1].expand_as(inv2.latent_avg))
+    with torch.no_grad():
+        w = inv.decoder.mapping(torch.randn(20000, 64, generator=torch.Generator().manual_seed(123)))
+    err = (inv2.latent_avg[0] - w.mean(0)).abs() / (w.std(0) / 20000 ** 0.5)
+    assert float(err.max()) < 5  # within 5 standard errors in every dimension
 
 
 def test_not_an_inverter_checkpoint(tmp_path):

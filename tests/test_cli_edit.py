@@ -5,8 +5,7 @@ from PIL import Image
 
 import e4e
 from e4e.cli import main
-from e4e.editing import ganspace_edit, load_pca, sefa_directions
-from e4e.imageio import to_pil
+from e4e.editing import load_pca
 from e4e.latents import Latents, save_latents
 from tiny_inverters import save_tiny
 
@@ -36,8 +35,13 @@ def png(path) -> np.ndarray:
 
 
 def decoded(inv, codes) -> list[np.ndarray]:
+    """Expected PNG pixels: float64 synthesis from the codes, [-1, 1] -> 0..255 written out here."""
+    import copy
+    dec = copy.deepcopy(inv.decoder).double().use_grouped_conv(True)
     with torch.no_grad():
-        return [np.asarray(im).astype(np.int16) for im in to_pil(inv.decode(codes, resize=False))]
+        img = dec.synthesis(codes.double())
+    px = img.clamp(-1, 1).add(1).mul(127.5).round().permute(0, 2, 3, 1).numpy()
+    return list(px.astype(np.int16))
 
 
 def test_edit_direction_sweep(setup, tmp_path, capsys):
@@ -74,7 +78,10 @@ def test_edit_ganspace_fit_matches_exported_pca(setup, tmp_path):
                  "--ganspace-fit", 400, "--edit", spec])[0] == 0
     assert edit([root / "latents.npz", "-o", tmp_path / "file", "--checkpoint", ckpt,
                  "--ganspace", tmp_path / "pca.pt", "--edit", spec, "--grid", 0])[0] == 0
-    want = decoded(inv, ganspace_edit(lat.codes, pca, (0, 0, 8, 2.0)))
+    # the official rule: every style moves along component 0 until style 0's coordinate is 2 std
+    comp, std = pca["comp"][0, 0], float(pca["std"][0])
+    coord0 = ((lat.codes[:, 0] - pca["mean"].reshape(1, -1)) @ comp) / std
+    want = decoded(inv, lat.codes + ((2 - coord0) * std)[:, None, None] * comp)
     for i, name in enumerate(lat.names):
         a, b = png(tmp_path / "fit" / "pc0_0-8+2" / f"{name}.png"), png(tmp_path / "file" / "pc0_0-8+2" / f"{name}.png")
         assert np.abs(a - b).max() <= 1 and np.abs(b - want[i]).max() <= 1
@@ -88,7 +95,11 @@ def test_edit_sefa_equals_exported_direction(setup, tmp_path):
     d = torch.load(tmp_path / "sefa.pt", weights_only=True)
     assert d.shape == (1, 8, 32)
     assert d[0, 1:4].norm(dim=1).allclose(torch.ones(3)) and d[0, [0, 4, 5, 6, 7]].abs().max() == 0
-    assert torch.allclose(d[0, 1], sefa_directions(inv.decoder, [1, 2, 3]).directions[1])
+    # SeFa (Shen & Zhou): the 2nd right-singular vector of the row-normalised modulation weights of the
+    # convs reading styles 1-3 (convs 0, 1, 2; to_rgb layers left out), up to sign
+    a = torch.cat([inv.decoder.convs[i].conv.modulation.weight.detach().double() for i in (0, 1, 2)])
+    v = torch.linalg.svd(a / a.norm(dim=1, keepdim=True)).Vh[1]
+    assert abs(float(d[0, 1].double() @ v)) > 1 - 1e-5
     out = tmp_path / "out"
     assert edit([root / "latents.npz", "-o", out, "--checkpoint", ckpt, "--sefa", 1, "--layers", "1-3",
                  "--direction", tmp_path / "sefa.pt", "--strength", 3])[0] == 0

@@ -10,7 +10,7 @@ import e4e.pipeline as pipeline
 from e4e.cli import main
 from e4e.imageio import load_image, to_tensor
 from e4e.latents import load_latents
-from tiny_inverters import make_images, save_tiny, tiny_inverter
+from tiny_inverters import float64_reference, make_images, save_tiny, tiny_inverter
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +40,11 @@ def test_invert_folder(setup, tmp_path, capsys):
     for name in kinds["bad"]:
         assert f"skipped {root / 'imgs' / name}.png:" in cap.out
     assert cap.out.count("converted") >= 3 and "converted 3, skipped 2" in cap.out
-    # codes are the encoder's on the same preprocessing, batch composition does not matter
-    inv = tiny_inverter()
+    # codes: the float64 composition encoder + latent_avg on the same preprocessing (test_imageio checks
+    # load_image); batch composition does not matter
     x = to_tensor([load_image(root / "imgs" / f"{n}.png", 32) for n in expected])
-    with torch.no_grad():
-        want = inv.encode(x)
-        recon = inv.decode(want, resize=False)
-    torch.testing.assert_close(lat.codes, want, atol=1e-5, rtol=1e-5)
+    recon, want = float64_reference(tiny_inverter(), x)
+    torch.testing.assert_close(lat.codes.double(), want, atol=1e-5, rtol=1e-5)
     for i, name in enumerate(expected):
         png = np.asarray(Image.open(out / "recon" / f"{name}.png"))
         assert png.shape == (32, 32, 3)

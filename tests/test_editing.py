@@ -1,4 +1,3 @@
-import os
 import re
 from pathlib import Path
 
@@ -6,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import missing, official_data_dir
 from e4e.editing import (GANSPACE_PRESETS, apply_direction, fit_direction, ganspace_coordinates, ganspace_edit,
                          ganspace_pca, load_direction, load_pca, resolve_edit, save_direction, save_pca,
                          sefa_directions, sweep_direction)
@@ -13,13 +13,13 @@ from e4e.errors import E4EError
 from e4e.nets.stylegan2 import Generator, GeneratorConfig
 
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL_DATA = Path(os.environ.get("E4E_OFFICIAL_DATA", REPO.parent / "shared" / "official-data"))
+OFFICIAL_DATA = official_data_dir()
 
 
 def official(pattern):
     files = sorted(OFFICIAL_DATA.glob(pattern)) if OFFICIAL_DATA.is_dir() else []
     if not files:
-        pytest.skip(f"no official {pattern} under {OFFICIAL_DATA} (set E4E_OFFICIAL_DATA)")
+        missing(f"no official {pattern} under {OFFICIAL_DATA} (set E4E_OFFICIAL_DATA)")
     return files
 
 

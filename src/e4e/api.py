@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from e4e.errors import E4EError
+from e4e.devices import resolve_device  # noqa: F401  (e4e.api.resolve_device: what the commands use)
 from e4e.latents import Latents, check_compatible, load_latents, save_latents
 from e4e.pipeline import inversion_meta  # noqa: F401  (e4e.api.inversion_meta: older imports)
 
@@ -28,22 +29,6 @@ def checkpoint_path(checkpoint=None) -> Path:
     if not path.is_file():
         raise E4EError(f"{path}: no such checkpoint file (--checkpoint)")
     return path
-
-
-def resolve_device(device=None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise E4EError(f"device {device!r}: not a device (use cpu, cuda, cuda:1, mps ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise E4EError(f"device {device!r}: CUDA is not available here (use --device cpu)")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise E4EError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
-        raise E4EError(f"device {device!r}: unsupported device type (use cpu or cuda)")
-    return dev
 
 
 def load(checkpoint=None, device="cpu"):

@@ -87,9 +87,3 @@ class Inverter(nn.Module):
 def build_inverter(encoder_cfg: EncoderConfig, generator_cfg: GeneratorConfig, latent_avg=None,
                    output_size: int | None = 256) -> Inverter:
     return Inverter(build_encoder(encoder_cfg), Generator(generator_cfg), latent_avg, output_size)
-
-
-def load_inverter(path, device: str | torch.device = "cpu") -> Inverter:
-    """An official e4e/pSp checkpoint (.pt) or e4e's own .safetensors -> Inverter in eval mode."""
-    from e4e.checkpoints import load_inverter as _load
-    return _load(path).to(device).eval()

@@ -221,26 +221,45 @@ class E4ETrainer:
         logs["loss"] = loss.detach()
         return loss, logs
 
-    def discriminator_step(self, x, stage):
-        from e4e.losses import d_logistic_loss, r1_penalty
-        cfg = self.cfg
-        self.disc.requires_grad_(True)
-        with torch.no_grad():
-            z = torch.randn(x.shape[0], self.inverter.decoder.style_dim, device=self.dev)
-            real_w = self.inverter.decoder.mapping(z)
-            self.inverter.encoder.set_stage(stage) if hasattr(self.inverter.encoder, "set_stage") else None
-            fake_w = self.inverter.encoder(self.inverter.resize_input(x))
-            if self.inverter.latent_avg is not None:
-                fake_w = fake_w + self.inverter.latent_avg.unsqueeze(0)
-            if stage != "inference":
-                fake_w = fake_w[:, :stage + 1]
-            if cfg.use_w_pool:
-                real_w = self.real_pool.query(real_w.cpu()).to(self.dev)
-                fake_w = self.fake_pool.query(fake_w.cpu()).to(self.dev)
-            if fake_w.ndim == 3:
-                fake_w = fake_w[:, 0]
+    @torch.no_grad()
+    def discriminator_inputs(self, x, stage, z):
+        """What the latent discriminator sees this step (official sample_real_and_fake_latents): real codes
+        mapping(z) (B, D) and fake codes = encoder codes for x + latent_avg (the codes fed to the generator),
+        open styles only, through the W pools, one style per sample (B, D)."""
+        real_w = self.inverter.decoder.mapping(z)
+        self.inverter.encoder.set_stage(stage) if hasattr(self.inverter.encoder, "set_stage") else None
+        fake_w = self.inverter.encoder(self.inverter.resize_input(x))
+        if self.inverter.latent_avg is not None:
+            fake_w = fake_w + self.inverter.latent_avg.unsqueeze(0)
+        if stage != "inference":
+            fake_w = fake_w[:, :stage + 1]
+        if self.cfg.use_w_pool:
+            real_w = self.real_pool.query(real_w.cpu()).to(self.dev)
+            fake_w = self.fake_pool.query(fake_w.cpu()).to(self.dev)
+        if fake_w.ndim == 3:
+            fake_w = fake_w[:, 0]
+        return real_w, fake_w
+
+    def discriminator_loss(self, real_w, fake_w):
+        """Logistic loss of the latent discriminator on given codes -> (loss, real logits, fake logits)."""
+        from e4e.losses import d_logistic_loss
         real_pred, fake_pred = self.d_train(real_w), self.d_train(fake_w)
-        loss = d_logistic_loss(real_pred, fake_pred)
+        return d_logistic_loss(real_pred, fake_pred), real_pred, fake_pred
+
+    def discriminator_r1(self, real_w):
+        """Lazy R1 on given real codes (r1/2 * d_reg_every * E||dD/dw||^2), with the 0 * pred term that
+        keeps every parameter in the graph (DDP)."""
+        from e4e.losses import r1_penalty
+        real_w = real_w.detach().requires_grad_(True)
+        real_pred = self.d_train(real_w)
+        r1 = r1_penalty(real_pred, real_w, gamma=self.cfg.r1, every=self.cfg.d_reg_every)
+        return r1, (r1 + 0 * real_pred[0]).sum()
+
+    def discriminator_step(self, x, stage):
+        self.disc.requires_grad_(True)
+        z = torch.randn(x.shape[0], self.inverter.decoder.style_dim, device=self.dev)
+        real_w, fake_w = self.discriminator_inputs(x, stage, z)
+        loss, real_pred, fake_pred = self.discriminator_loss(real_w, fake_w)
         self.d_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.d_opt.step()
@@ -248,12 +267,10 @@ class E4ETrainer:
                 "discriminator_accuracy": ((real_pred > 0).float().mean() + (fake_pred < 0).float().mean()) / 2,
                 "discriminator_real_score": real_pred.mean().detach(),
                 "discriminator_fake_score": fake_pred.mean().detach()}
-        if self.step % cfg.d_reg_every == 0:
-            real_w = real_w.detach().requires_grad_(True)
-            real_pred = self.d_train(real_w)
-            r1 = r1_penalty(real_pred, real_w, gamma=cfg.r1, every=cfg.d_reg_every)
+        if self.step % self.cfg.d_reg_every == 0:
+            r1, r1_objective = self.discriminator_r1(real_w)
             self.d_opt.zero_grad(set_to_none=True)
-            (r1 + 0 * real_pred[0]).sum().backward()
+            r1_objective.backward()
             self.d_opt.step()
             logs["discriminator_r1_loss"] = r1.detach()
         self.disc.requires_grad_(False)  # the encoder step needs D's input gradient only

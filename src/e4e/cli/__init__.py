@@ -17,13 +17,16 @@ def add_threads(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default: torch's choice, all cores; 1 for reproducible timing)")
 
 
-def set_threads(n: int | None) -> None:
+def set_threads(n: int | None) -> int | None:
+    """torch's CPU thread count -> n; returns the count it had (None when n is None: nothing changed)."""
     if n is None:
-        return
+        return None
     if n < 1:
         raise E4EError("--threads must be at least 1")
     import torch
+    before = torch.get_num_threads()
     torch.set_num_threads(n)
+    return before
 
 
 def summary(name: str) -> str:
@@ -62,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    threads_before = None
     try:
-        set_threads(getattr(args, "threads", None))
+        threads_before = set_threads(getattr(args, "threads", None))
         return int(args.func(args) or 0)
     except E4EError as e:
         print(f"e4e: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -75,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("e4e: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if threads_before is not None:  # main() called in-process (tests, scripts): leave torch as it was
+            import torch
+            torch.set_num_threads(threads_before)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def test_align_skips_unreadable_images_and_aligns_the_rest(tmp_path, capsys, mon
     cap = capsys.readouterr()
     assert "skipped" in cap.err and "a_broken.png" in cap.err and "Traceback" not in cap.err
     assert "1 unreadable, skipped" in cap.out
-    assert sorted(p.name for p in out.iterdir()) == ["alignment.json", "b_fine.png"]  # alignment.json: h/flows (paste-back)
+    assert sorted(p.name for p in out.iterdir()) == ["alignment.json", "b_fine.png"]  # alignment.json: h/flows
     assert main(["align", str(src / "a_broken.png"), "-o", str(out)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "skipped" in err[0] and err[1].startswith("e4e: error: ") and "1 unreadable" in err[1]

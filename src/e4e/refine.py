@@ -255,7 +255,11 @@ def load_tuned(generator: nn.Module, path) -> nn.Module:
 def tuned_generator_path(latents_path, meta: dict, name: str):
     """Where the tuned generator of image `name` lives for a latents file, or None when PTI did not run."""
     from pathlib import Path
+
+    from e4e.outputs import safe_output_path
     refine = meta.get("refine") or {}
     if refine.get("method") != "pti":
         return None
-    return Path(latents_path).parent / refine.get("generators", TUNED_DIR) / f"{name}.safetensors"
+    # the folder comes from the file's metadata: like the names, it must stay beside the latents
+    folder = str(refine.get("generators", TUNED_DIR))
+    return safe_output_path(Path(latents_path).parent, folder, f"{name}.safetensors")

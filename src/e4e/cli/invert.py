@@ -235,6 +235,7 @@ def refine_batch(inv, x, codes, args, perceptual, reports, out: Path | None = No
     saved as out/pti/<name>.safetensors, so `e4e edit` renders with it)."""
     import torch
 
+    from e4e.outputs import safe_output_path
     from e4e.refine import TUNED_DIR, optimize, pti, save_tuned
     perceptual = perceptual.to(x.device) if hasattr(perceptual, "to") else perceptual
     size = args.size or inv.decoder.size
@@ -248,7 +249,7 @@ def refine_batch(inv, x, codes, args, perceptual, reports, out: Path | None = No
         res = pti(inv, x[i:i + 1], codes[i:i + 1], steps=args.refine_steps, lpips_fn=perceptual)
         reports.append(res.report | {"n": 1})
         if out is not None:
-            save_tuned(out / TUNED_DIR / f"{names[i]}.safetensors", res.generator)
+            save_tuned(safe_output_path(out, TUNED_DIR, f"{names[i]}.safetensors"), res.generator)
         with torch.no_grad():
             outs.append(res.generator(codes[i:i + 1], input_is_latent=True, randomize_noise=False)[0])
     return torch.cat(outs), codes

@@ -36,7 +36,7 @@ class E4ETrainConfig:
     # Every field is an option of `e4e train` (--name or --name-with-dashes) and of its config files; the
     # comment after each is its --help text. Names are the official e4e options where it has them.
     # data and models
-    dataset_type: str = "ffhq_encode"  # preset: image size, similarity loss, defaults (ffhq_encode, emoji_encode, avatar_encode, ...)
+    dataset_type: str = "ffhq_encode"  # preset: image size, similarity loss, defaults (ffhq_encode, avatar_encode, ...)
     train_data: str = ""  # training image folder (with a labels.csv: its 'train' split)
     test_data: str = ""  # validation folder; empty: the 'test' split of train_data when it has a labels.csv
     stylegan_weights: str = ""  # frozen generator: rosinality .pt, NVIDIA .pkl or e4e .safetensors

@@ -123,7 +123,7 @@ def test_align_skips_unreadable_images_and_aligns_the_rest(tmp_path, capsys, mon
     cap = capsys.readouterr()
     assert "skipped" in cap.err and "a_broken.png" in cap.err and "Traceback" not in cap.err
     assert "1 unreadable, skipped" in cap.out
-    assert sorted(p.name for p in out.iterdir()) == ["b_fine.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["alignment.json", "b_fine.png"]  # alignment.json: h/flows
     assert main(["align", str(src / "a_broken.png"), "-o", str(out)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "skipped" in err[0] and err[1].startswith("e4e: error: ") and "1 unreadable" in err[1]
@@ -259,6 +259,14 @@ def test_bad_device_is_one_line(world, tiny_world, tmp_path, capsys):
         one_line_error(capsys, main(args + ["--device", "bogus"]), "bogus")
 
 
+def test_training_into_an_unwritable_folder_is_one_line(tiny_world, tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    cfg = train_yaml(tiny_world, tmp_path / "taken", tmp_path / "c.yaml")
+    one_line_error(capsys, main(["train", "--config", cfg]), "cannot write to")
+    one_line_error(capsys, main(["train-generator", "--data", str(tiny_world / "data"), "--out",
+                                 str(tmp_path / "taken")]), "cannot write to")
+
+
 @pytest.mark.parametrize("option", ["--batch=0", "--steps=0", "--size=-5", "save_every=0", "lr=-1", "log_every=0"])
 def test_train_generator_bad_values_are_one_line(tmp_path, capsys, option):
     (tmp_path / "data").mkdir()
@@ -303,6 +311,20 @@ def test_truncated_checkpoints_say_truncated(world, tmp_path, capsys):
         line = one_line_error(capsys, main(["generate", "--checkpoint", str(tmp_path / f"cut{i}.pt"), "-o",
                                             str(tmp_path / "g")]), "truncated")
         assert "Invalid argument" not in line
+
+
+def test_a_checkpoint_given_as_latents_is_one_line(world, tmp_path, capsys):
+    root, ckpt, _ = world
+    # .pt is a latents format of its own (official latents.pt, h/flows): a torch file named .npz is the case
+    torch.save({"w": torch.zeros(3)}, tmp_path / "not_latents.npz")  # a zip too, but of no .npy arrays
+    rc = main(["edit", str(tmp_path / "not_latents.npz"), "-o", str(tmp_path / "e"), "--checkpoint", str(ckpt),
+               "--sefa", "0", "--strength", "1", "-q"])
+    one_line_error(capsys, rc, "not a latents .npz file")
+    torch.save({"w": torch.zeros(3)}, tmp_path / "not_latents.pt")  # read as latents.pt: a 3-d code, refused
+    rc = main(["edit", str(tmp_path / "not_latents.pt"), "-o", str(tmp_path / "e"), "--checkpoint", str(ckpt),
+               "--sefa", "0", "--strength", "1", "-q"])
+    one_line_error(capsys, rc, "another model")
+    assert not (tmp_path / "e").exists()
 
 
 def test_truncated_ganspace_npz_is_one_line(world, tmp_path, capsys):
@@ -360,6 +382,8 @@ def test_nan_latents_and_strengths_are_refused(world, tmp_path, capsys):
     one_line_error(capsys, main(["edit", good, "--sefa", "0", "--strength", "nan", *base]), "--strength")
     one_line_error(capsys, main(["edit", good, "--sefa", "0", "--sweep=nan:1:3", *base]), "--sweep")
     one_line_error(capsys, main(["edit", good, "--ganspace-fit", "50", "--edit", "0,0,2,inf", *base]), "finite")
+    for bad in ("99,0,2,1", "0,5,2,1", "0,0,99,1"):  # out of range: refused before any image is written
+        one_line_error(capsys, main(["edit", good, "--ganspace-fit", "50", "--edit", bad, *base]), "out of range")
     assert not (tmp_path / "e").exists() or not any((tmp_path / "e").rglob("*.png"))
     with pytest.raises(E4EError, match="finite"):
         e4e.edit(lat, direction=torch.ones(32), strength=float("nan"))

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-import e4e.cli.eval as cli_eval
+import e4e.cli.eval_common as eval_common  # build_scorers, shared with e4e eval
 import e4e.cli.eval_pairs as cli_pairs
 from e4e import benchmark as bm
 from e4e import metrics
@@ -320,7 +320,7 @@ def avatar_setup(tmp_path_factory):
 @pytest.mark.slow
 def test_cli_pairs_end_to_end_and_resume(avatar_setup, tmp_path, monkeypatch, capsys):
     root = avatar_setup
-    monkeypatch.setattr(cli_eval, "build_scorers", lambda args, device: cheap_scorers())
+    monkeypatch.setattr(eval_common, "build_scorers", lambda args, device: cheap_scorers())
     monkeypatch.setattr(cli_pairs, "load_attribute_nets", lambda args, device: (StubNet(patch_rule),
                                                                                 StubNet(patch_rule)))
     out = tmp_path / "bench"

@@ -13,13 +13,28 @@ def tiny(**kw):
     return Generator(GeneratorConfig(**cfg)).eval()
 
 
-@pytest.mark.parametrize("cfg", [dict(), dict(size=64, n_mlp=8, channel_multiplier=1, channel_max=8),
-                                 dict(size=128, channel_multiplier=2, channel_max=512, style_dim=8, n_mlp=1)])
-def test_infer_config_from_keys(cfg):
+# (config, the layout it must be read back as: size, style_dim, n_mlp, width at 4, 8, ... px, and the
+# channel_multiplier where the widths identify it; None where every width is capped and any would do)
+LAYOUTS = [
+    (dict(), (16, 32, 2, [16, 16, 16], None)),
+    (dict(size=64, n_mlp=8, channel_multiplier=1, channel_max=8), (64, 32, 8, [8] * 5, None)),
+    (dict(size=128, channel_multiplier=2, channel_max=512, style_dim=8, n_mlp=1),
+     (128, 8, 1, [512, 512, 512, 512, 512, 256], 2)),
+    (dict(size=128, channel_multiplier=1, channel_max=512, style_dim=8, n_mlp=1),
+     (128, 8, 1, [512, 512, 512, 512, 256, 128], 1)),
+]
+
+
+@pytest.mark.parametrize("cfg,layout", LAYOUTS)
+def test_infer_config_from_keys(cfg, layout):
+    size, style_dim, n_mlp, widths, multiplier = layout
     g = tiny(**cfg)
-    assert infer_generator_config(g.state_dict()).__dict__ == g.cfg.__dict__ | {
-        "channel_multiplier": infer_generator_config(g.state_dict()).channel_multiplier}
-    g2 = Generator(infer_generator_config(g.state_dict()))
+    got = infer_generator_config(g.state_dict())
+    assert (got.size, got.style_dim, got.n_mlp) == (size, style_dim, n_mlp)
+    assert [got.channels(2 ** i) for i in range(2, got.log_size + 1)] == widths
+    if multiplier is not None:
+        assert got.channel_multiplier == multiplier
+    g2 = Generator(got)
     g2.load_state_dict(g.state_dict(), strict=True)
 
 

@@ -5,8 +5,7 @@ from PIL import Image
 
 import e4e
 from e4e.cli import main
-from e4e.editing import ganspace_edit, load_pca, sefa_directions
-from e4e.imageio import to_pil
+from e4e.editing import load_pca
 from e4e.latents import Latents, save_latents
 from tiny_inverters import save_tiny
 
@@ -36,8 +35,13 @@ def png(path) -> np.ndarray:
 
 
 def decoded(inv, codes) -> list[np.ndarray]:
+    """Expected PNG pixels: float64 synthesis from the codes, [-1, 1] -> 0..255 written out here."""
+    import copy
+    dec = copy.deepcopy(inv.decoder).double().use_grouped_conv(True)
     with torch.no_grad():
-        return [np.asarray(im).astype(np.int16) for im in to_pil(inv.decode(codes, resize=False))]
+        img = dec.synthesis(codes.double())
+    px = img.clamp(-1, 1).add(1).mul(127.5).round().permute(0, 2, 3, 1).numpy()
+    return list(px.astype(np.int16))
 
 
 def test_edit_direction_sweep(setup, tmp_path, capsys):
@@ -59,7 +63,8 @@ def test_edit_direction_sweep(setup, tmp_path, capsys):
         gif = Image.open(out / "sweep" / "age" / f"{name}.gif")
         assert gif.n_frames == 3
     # rows = images, columns = edits, 32px tiles with 2px padding
-    assert Image.open(out / "grid.png").size == (len(cols) * 34 + 2, N_IMAGES * 34 + 2)
+    w, h = Image.open(out / "grid.png").size  # tiles, plus a header row naming the columns
+    assert w == len(cols) * 34 + 2 and N_IMAGES * 34 + 2 < h <= N_IMAGES * 34 + 2 + 24
 
 
 def test_edit_ganspace_fit_matches_exported_pca(setup, tmp_path):
@@ -73,7 +78,10 @@ def test_edit_ganspace_fit_matches_exported_pca(setup, tmp_path):
                  "--ganspace-fit", 400, "--edit", spec])[0] == 0
     assert edit([root / "latents.npz", "-o", tmp_path / "file", "--checkpoint", ckpt,
                  "--ganspace", tmp_path / "pca.pt", "--edit", spec, "--grid", 0])[0] == 0
-    want = decoded(inv, ganspace_edit(lat.codes, pca, (0, 0, 8, 2.0)))
+    # the official rule: every style moves along component 0 until style 0's coordinate is 2 std
+    comp, std = pca["comp"][0, 0], float(pca["std"][0])
+    coord0 = ((lat.codes[:, 0] - pca["mean"].reshape(1, -1)) @ comp) / std
+    want = decoded(inv, lat.codes + ((2 - coord0) * std)[:, None, None] * comp)
     for i, name in enumerate(lat.names):
         a, b = png(tmp_path / "fit" / "pc0_0-8+2" / f"{name}.png"), png(tmp_path / "file" / "pc0_0-8+2" / f"{name}.png")
         assert np.abs(a - b).max() <= 1 and np.abs(b - want[i]).max() <= 1
@@ -87,7 +95,11 @@ def test_edit_sefa_equals_exported_direction(setup, tmp_path):
     d = torch.load(tmp_path / "sefa.pt", weights_only=True)
     assert d.shape == (1, 8, 32)
     assert d[0, 1:4].norm(dim=1).allclose(torch.ones(3)) and d[0, [0, 4, 5, 6, 7]].abs().max() == 0
-    assert torch.allclose(d[0, 1], sefa_directions(inv.decoder, [1, 2, 3]).directions[1])
+    # SeFa (Shen & Zhou): the 2nd right-singular vector of the row-normalised modulation weights of the
+    # convs reading styles 1-3 (convs 0, 1, 2; to_rgb layers left out), up to sign
+    a = torch.cat([inv.decoder.convs[i].conv.modulation.weight.detach().double() for i in (0, 1, 2)])
+    v = torch.linalg.svd(a / a.norm(dim=1, keepdim=True)).Vh[1]
+    assert abs(float(d[0, 1].double() @ v)) > 1 - 1e-5
     out = tmp_path / "out"
     assert edit([root / "latents.npz", "-o", out, "--checkpoint", ckpt, "--sefa", 1, "--layers", "1-3",
                  "--direction", tmp_path / "sefa.pt", "--strength", 3])[0] == 0
@@ -159,3 +171,31 @@ def test_default_edit_checkpoint_missing(setup, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(e4e.assets, "DEFAULT_INVERTER", "absent.safetensors")
     rc, cap = edit([root / "latents.npz", "-o", tmp_path / "out", "--sefa", "0", "--strength", "1"], capsys)
     assert rc == 2 and "pass --checkpoint PATH" in cap.err
+
+
+def test_directions_fit_on_a_dataset_labels_csv(tmp_path, capsys):
+    """A dataset's labels.csv (file, split, Unicode name, ...): the file column is the one that matches the
+    latents' names, and a majority-class baseline is printed beside the accuracy."""
+    g = torch.Generator().manual_seed(1)
+    codes = torch.randn(60, 4, 32, generator=g)
+    labels = (codes.mean(1)[:, 0] > 0.3).long()
+    names = [f"u1f{i:03x}" for i in range(60)]
+    save_latents(tmp_path / "latents.npz", Latents(names, codes, {}))
+    rows = ["file,split,name,tone"] + [f"train/{n}.png,train,GRINNING FACE {i},{'dark' if y else 'light'}"
+                                       for i, (n, y) in enumerate(zip(names, labels.tolist()))]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    args = ["directions", "fit", str(tmp_path / "latents.npz"), str(tmp_path / "labels.csv"), "-o",
+            str(tmp_path / "d.pt"), "--label-column", "tone", "--positive", "dark"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "on 'file' names" in out and "0 labels unmatched" in out
+    base = float(out.split("majority-class baseline ")[1].split(")")[0])
+    assert 0.5 <= base <= 1.0
+    # --negative: rows with neither value are left out
+    rows = rows + [f"train/extra{i}.png,train,X,medium" for i in range(5)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert main(args + ["--negative", "light"]) == 0
+    assert "0 labels unmatched" in capsys.readouterr().out
+    assert main(args + ["--name-column", "name"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'name'" in err and "GRINNING FACE" in err

@@ -6,10 +6,11 @@ import torch
 from PIL import Image
 
 import e4e.cli.invert as cli_invert
+import e4e.pipeline as pipeline
 from e4e.cli import main
 from e4e.imageio import load_image, to_tensor
 from e4e.latents import load_latents
-from tiny_inverters import make_images, save_tiny, tiny_inverter
+from tiny_inverters import float64_reference, make_images, save_tiny, tiny_inverter
 
 
 @pytest.fixture(scope="module")
@@ -39,27 +40,27 @@ def test_invert_folder(setup, tmp_path, capsys):
     for name in kinds["bad"]:
         assert f"skipped {root / 'imgs' / name}.png:" in cap.out
     assert cap.out.count("converted") >= 3 and "converted 3, skipped 2" in cap.out
-    # codes are the encoder's on the same preprocessing, batch composition does not matter
-    inv = tiny_inverter()
+    # codes: the float64 composition encoder + latent_avg on the same preprocessing (test_imageio checks
+    # load_image); batch composition does not matter
     x = to_tensor([load_image(root / "imgs" / f"{n}.png", 32) for n in expected])
-    with torch.no_grad():
-        want = inv.encode(x)
-        recon = inv.decode(want, resize=False)
-    torch.testing.assert_close(lat.codes, want, atol=1e-5, rtol=1e-5)
+    recon, want = float64_reference(tiny_inverter(), x)
+    torch.testing.assert_close(lat.codes.double(), want, atol=1e-5, rtol=1e-5)
     for i, name in enumerate(expected):
         png = np.asarray(Image.open(out / "recon" / f"{name}.png"))
         assert png.shape == (32, 32, 3)
         ref = recon[i].clamp(-1, 1).add(1).mul(127.5).round().permute(1, 2, 0).numpy()
         assert np.abs(png.astype(float) - ref).max() <= 1
     # grid: 4 input|recon pairs in one row of 32px tiles with 2px padding
-    assert Image.open(out / "grid.png").size == (8 * 34 + 2, 34 + 2)
+    # (plus a header row of column labels above the tiles)
+    w, h = Image.open(out / "grid.png").size
+    assert w == 8 * 34 + 2 and 34 + 2 < h <= 34 + 2 + 24
     assert not (out / ".parts").exists()
 
 
 def test_invert_resume_after_interrupt(setup, tmp_path, monkeypatch, capsys):
     root, ckpt, kinds = setup
     out = tmp_path / "out"
-    real = cli_invert.invert_batch
+    real = pipeline.invert_batch
     seen = []
 
     def interrupted(inv, x):
@@ -68,7 +69,7 @@ def test_invert_resume_after_interrupt(setup, tmp_path, monkeypatch, capsys):
         seen.append(x.shape[0])
         return real(inv, x)
 
-    monkeypatch.setattr(cli_invert, "invert_batch", interrupted)
+    monkeypatch.setattr(pipeline, "invert_batch", interrupted)
     args = [root / "imgs", "-o", out, "--checkpoint", ckpt, "--batch-size", 2, "--workers", 2]
     rc, cap = invert(args, capsys)
     assert rc == 130 and "interrupted" in cap.out
@@ -81,7 +82,7 @@ def test_invert_resume_after_interrupt(setup, tmp_path, monkeypatch, capsys):
         processed.append(x.shape[0])
         return real(inv, x)
 
-    monkeypatch.setattr(cli_invert, "invert_batch", counting)
+    monkeypatch.setattr(pipeline, "invert_batch", counting)
     rc, cap = invert(args, capsys)
     total = len(kinds["good"]) + len(kinds["converted"])
     assert rc == 0 and sum(processed) == total - 2
@@ -106,8 +107,8 @@ def test_invert_parts_survive_a_kill(setup, tmp_path, monkeypatch):
     assert len(list((out / ".parts").glob("part-*.npz"))) == len(kinds["good"])
     monkeypatch.undo()
     processed = []
-    real = cli_invert.invert_batch
-    monkeypatch.setattr(cli_invert, "invert_batch", lambda inv, x: processed.append(1) or real(inv, x))
+    real = pipeline.invert_batch
+    monkeypatch.setattr(pipeline, "invert_batch", lambda inv, x: processed.append(1) or real(inv, x))
     assert invert(args)[0] == 0 and processed == []
     assert load_latents(out / "latents.npz").names == kinds["good"]
     assert not (out / ".parts").exists()

@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from conftest import discover, load_npz, manifest, rel_err, state_dict_from_manifest
+from conftest import assert_parity, fixture_params, load_npz, manifest, need, state_dict_from_manifest
 from e4e.checkpoints import load_generator, load_inverter, torch_load
 from e4e.checkpoints.convert import MEAN_LATENT_N, convert, read_checkpoint
 from e4e.cli import main
@@ -189,12 +189,11 @@ def test_nvidia_pkl_to_safetensors_gives_the_same_images(tmp_path, capsys):
     assert torch.equal(_images(load_generator(tmp_path / "renamed.safetensors")[0]), _images(g_st))
 
 
-ADA = [p for p in discover("ada*.manifest.json") if p.with_name(p.name.replace(".manifest.json", ".npz")).is_file()]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("man_path", ADA, ids=[p.name.split(".")[0] for p in ADA])
-def test_official_nvidia_fixture_via_safetensors(tmp_path, capsys, man_path):
+@pytest.mark.parametrize("fx", fixture_params("ada"))
+def test_official_nvidia_fixture_via_safetensors(tmp_path, capsys, fx):
+    fx = need(fx)
+    man_path = fx.manifest
     cfg = manifest(man_path)["config"]
     kwargs = dict(z_dim=cfg["z_dim"], w_dim=cfg["w_dim"], c_dim=cfg["c_dim"], img_resolution=cfg["img_resolution"],
                   img_channels=3, mapping_kwargs={"num_layers": cfg["mapping_layers"]},
@@ -203,23 +202,20 @@ def test_official_nvidia_fixture_via_safetensors(tmp_path, capsys, man_path):
     assert cli(capsys, pkl, tmp_path / "g.safetensors")[0] == 0
     g_pkl, _ = load_generator(pkl)
     g_st, avg = load_generator(tmp_path / "g.safetensors")
-    npz = load_npz(man_path.with_name(man_path.name.replace(".manifest.json", ".npz")))
+    npz = load_npz(fx["npz"])
     with torch.no_grad():
         img_pkl = g_pkl.synthesis(npz["ws"][:1])
         img_st = g_st.synthesis(npz["ws"][:1])
     assert torch.equal(img_pkl, img_st)
-    assert rel_err(img_st, npz["img"][:1]) < 1e-4
-
-
-E4E = [p for p in discover("e4e*_encoder.manifest.json")
-       if p.with_name(p.name.replace("e4e", "generator").replace("_encoder", "_cm2_decoder")).is_file()]
+    assert_parity(f"{fx.name}.img[:1] via safetensors", img_st, npz["img"][:1], 5e-6)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("enc_path", E4E, ids=[p.name.split("_")[0] for p in E4E])
-def test_official_fixture_weights_round_trip(tmp_path, capsys, enc_path):
+@pytest.mark.parametrize("fx", fixture_params("wrapper"))
+def test_official_fixture_weights_round_trip(tmp_path, capsys, fx):
     """The official-size IR-SE50 encoder + StyleGAN2 decoder, official .pt -> safetensors -> official .pt."""
-    dec_path = enc_path.with_name(enc_path.name.replace("e4e", "generator").replace("_encoder", "_cm2_decoder"))
+    fx = need(fx)
+    enc_path, dec_path = fx.manifest, fx["decoder"]
     state = {f"encoder.{k}": v for k, v in state_dict_from_manifest(enc_path).items()}
     state.update({f"decoder.{k}": v for k, v in state_dict_from_manifest(dec_path).items()})
     n_styles = sum(1 for k in state if re.fullmatch(r"encoder\.styles\.\d+\.linear\.weight", k))

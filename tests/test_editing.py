@@ -1,4 +1,3 @@
-import os
 import re
 from pathlib import Path
 
@@ -6,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import missing, official_data_dir
 from e4e.editing import (GANSPACE_PRESETS, apply_direction, fit_direction, ganspace_coordinates, ganspace_edit,
                          ganspace_pca, load_direction, load_pca, resolve_edit, save_direction, save_pca,
                          sefa_directions, sweep_direction)
@@ -13,13 +13,13 @@ from e4e.errors import E4EError
 from e4e.nets.stylegan2 import Generator, GeneratorConfig
 
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL_DATA = Path(os.environ.get("E4E_OFFICIAL_DATA", REPO.parent / "shared" / "official-data"))
+OFFICIAL_DATA = official_data_dir()
 
 
 def official(pattern):
     files = sorted(OFFICIAL_DATA.glob(pattern)) if OFFICIAL_DATA.is_dir() else []
     if not files:
-        pytest.skip(f"no official {pattern} under {OFFICIAL_DATA} (set E4E_OFFICIAL_DATA)")
+        missing(f"no official {pattern} under {OFFICIAL_DATA} (set E4E_OFFICIAL_DATA)")
     return files
 
 
@@ -275,3 +275,10 @@ def test_fit_errors():
         fit_direction(x, torch.ones(20))
     with pytest.raises(E4EError, match="unknown fit method"):
         fit_direction(x, torch.arange(20) % 2, method="tree")
+
+
+def test_presets_are_refused_for_another_generator():
+    assert resolve_edit("smile", n_styles=18) == (46, 4, 5, -20.0)
+    with pytest.raises(E4EError, match="'smile' was found on the ffhq generator .18 styles.*10 styles"):
+        resolve_edit("smile", n_styles=10)
+    assert resolve_edit("3,0,5,-2.5", n_styles=10) == (3, 0, 5, -2.5)  # explicit edits are the user's call

@@ -1,5 +1,4 @@
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import missing, official_data_dir
 from e4e.errors import E4EError
 from e4e.metrics import extract_features
 from e4e.nets import efficientnet as eff
@@ -21,7 +21,7 @@ from e4e.nets.efficientnet import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL_DATA = Path(os.environ.get("E4E_OFFICIAL_DATA", REPO.parent / "shared" / "official-data"))
+OFFICIAL_DATA = official_data_dir()
 # ImageNet classes that are motor vehicles like the one in car_img.jpg.
 CAR_CLASSES = {407, 436, 468, 511, 609, 627, 654, 656, 661, 717, 734, 751, 817, 864}
 SORREL = 339
@@ -40,7 +40,7 @@ def official_image(name: str, size: int) -> torch.Tensor:
 
     path = OFFICIAL_DATA / "images" / name
     if not path.is_file():
-        pytest.skip(f"{path} not found (set E4E_OFFICIAL_DATA)")
+        missing(f"{path} not found (set E4E_OFFICIAL_DATA)")
     im = Image.open(path).convert("RGB")
     w, h = im.size
     s = min(w, h)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import discover, load_npz, state_dict_from_manifest
+from conftest import fixture_params, load_npz, need, state_dict_from_manifest
 from e4e.errors import E4EError
 from e4e.losses import (
     LPIPS,
@@ -156,11 +156,12 @@ def test_id_loss_hand_computed():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("manifest_path", discover("irse50*.manifest.json"), ids=lambda p: p.name.split(".")[0])
-def test_id_loss_on_official_arcface_fixture(tmp_path, manifest_path):
+@pytest.mark.parametrize("fx", fixture_params("irse50"))
+def test_id_loss_on_official_arcface_fixture(tmp_path, fx):
+    fx = need(fx)
     weights = tmp_path / "model_ir_se50.pth"
-    torch.save(state_dict_from_manifest(manifest_path), weights)
-    data = load_npz(manifest_path.with_name(manifest_path.name.replace(".manifest.json", ".npz")))
+    torch.save(state_dict_from_manifest(fx.manifest), weights)
+    data = load_npz(fx["npz"])
     x256, emb = data["x256"], data["id_feats"].double()
     loss, improvement, logs = IDLoss.from_weights(weights)(x256[:1], x256[1:2], x256[:1])
     # y_hat = x = image 0, y = image 1: loss = 1 - <e0, e1>, diff_views = <e1, e0>, diff_input = 1

@@ -1,16 +1,16 @@
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import missing, official_data_dir
 from e4e.errors import E4EError
 from e4e.losses import EfficientNetPerceptual
 from e4e.nets.efficientnet import EfficientNetLite, find_efficientnet_lite0_weights
 
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL_DATA = Path(os.environ.get("E4E_OFFICIAL_DATA", REPO.parent / "shared" / "official-data"))
+OFFICIAL_DATA = official_data_dir()
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def real_images(size: int) -> torch.Tensor:
     for name in ("car_img.jpg", "horse_img.jpg", "church_img.jpg"):
         path = OFFICIAL_DATA / "images" / name
         if not path.is_file():
-            pytest.skip(f"{path} not found (set E4E_OFFICIAL_DATA)")
+            missing(f"{path} not found (set E4E_OFFICIAL_DATA)")
         im = Image.open(path).convert("RGB")
         w, h = im.size
         s = min(w, h)

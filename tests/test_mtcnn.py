@@ -1,5 +1,4 @@
 import functools
-import os
 from pathlib import Path
 
 import numpy as np
@@ -7,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, missing, official_data_dir
 from e4e.errors import E4EError
 from e4e.nets import mtcnn
 from e4e.nets.mtcnn import MTCNN, ONet, PNet, RNet, find_weights_dir, nms
 
-OFFICIAL_DATA = Path(os.environ.get("E4E_OFFICIAL_DATA", REPO.parent / "shared" / "official-data"))
+OFFICIAL_DATA = official_data_dir()
 FACE = OFFICIAL_DATA / "images" / "input_img.jpg"
 
 
@@ -30,7 +29,7 @@ def detector() -> MTCNN:
 def face_photo(size: int = 512) -> Image.Image:
     """The 1024 px portrait at `size` (detection time grows with the pixel count)."""
     if not FACE.is_file():
-        pytest.skip(f"face photo not found at {FACE} (set E4E_OFFICIAL_DATA)")
+        missing(f"face photo not found at {FACE} (set E4E_OFFICIAL_DATA)")
     return Image.open(FACE).convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
 
 

@@ -140,3 +140,42 @@ def test_pti_early_stop_and_errors():
         optimize(g, target, pivot[:, :3], steps=1)
     with pytest.raises(E4EError, match="target must be images"):
         pti(g, target[0], pivot, steps=1)
+
+
+def test_pti_result_survives_into_edit(tmp_path, capsys, monkeypatch):
+    """`e4e invert --refine pti` keeps each tuned generator; `e4e edit`'s original column is then exactly the
+    refined reconstruction, not the plain e4e one."""
+    import numpy as np
+    from PIL import Image
+
+    import e4e.cli.invert as cli_invert
+    from e4e.cli import main
+    from tiny_inverters import save_tiny
+    # an L1 distance stands in for the perceptual network (which takes a minute per image on a busy CPU)
+    monkeypatch.setattr(cli_invert, "refine_loss", lambda args: (lambda x, y: (x - y).abs().mean((1, 2, 3))))
+    ckpt = save_tiny(tmp_path / "tiny.safetensors")
+    rng = np.random.default_rng(0)
+    for name in ("p", "q"):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    inv_dir, plain_dir = tmp_path / "inv", tmp_path / "plain"
+    args = [str(tmp_path / "p.png"), str(tmp_path / "q.png"), "--checkpoint", str(ckpt), "-q", "--grid", "0"]
+    assert main(["invert", *args, "-o", str(inv_dir), "--refine", "pti", "--refine-steps", "3"]) == 0
+    assert main(["invert", *args, "-o", str(plain_dir)]) == 0
+    from e4e.latents import load_latents
+    meta = load_latents(inv_dir / "latents.npz").meta
+    assert meta["refine"]["method"] == "pti" and (inv_dir / "pti" / "p.safetensors").is_file()
+    for src, out in ((inv_dir, tmp_path / "e1"), (plain_dir, tmp_path / "e2")):
+        assert main(["edit", str(src / "latents.npz"), "-o", str(out), "--checkpoint", str(ckpt), "--sefa", "0",
+                     "--strength", "1", "-q"]) == 0
+    for name in ("p", "q"):
+        refined = np.asarray(Image.open(inv_dir / "recon" / f"{name}.png"))
+        original = np.asarray(Image.open(tmp_path / "e1" / "original" / f"{name}.png"))
+        untuned = np.asarray(Image.open(tmp_path / "e2" / "original" / f"{name}.png"))
+        assert np.array_equal(original, refined)
+        assert not np.array_equal(original, untuned)
+    # the tuned generator is required: a moved latents file without it is one line, not the plain render
+    (inv_dir / "pti" / "q.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["edit", str(inv_dir / "latents.npz"), "-o", str(tmp_path / "e3"), "--checkpoint", str(ckpt),
+                 "--sefa", "0", "--strength", "1", "-q"]) == 2
+    assert "PTI-tuned generator recorded in the latents is missing" in capsys.readouterr().err

@@ -38,3 +38,18 @@ def make_images(folder: Path, n_good: int = 3) -> dict[str, list[str]]:
     data = (folder / "rgb0.png").read_bytes()
     (folder / "truncated.png").write_bytes(data[: len(data) // 2])
     return {"good": good, "converted": ["deep16", "gray", "rgba"], "bad": ["notes", "truncated"]}
+
+
+def float64_reference(inv, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images at the generator's size, W+ codes) in float64, composed here from the parts rather than by
+    the Inverter: codes = encoder(x) + latent_avg, images = decoder.synthesis(codes) with the stored noise.
+    x must already be at the encoder's input size."""
+    import copy
+    enc = copy.deepcopy(inv.encoder).double().eval()
+    dec = copy.deepcopy(inv.decoder).double().eval().use_grouped_conv(True).use_channels_last(False)
+    assert x.shape[-1] == inv.input_size
+    with torch.no_grad():
+        codes = enc(x.double().cpu())
+        if inv.latent_avg is not None:
+            codes = codes + inv.latent_avg.double().cpu()[None]
+        return dec.synthesis(codes), codes

@@ -104,7 +104,7 @@ def align_face(image: Image.Image, landmarks, output_size: int = E4E_SIZES[0], t
     quad = face_quad(landmarks)
     qsize = np.hypot(*(quad[3] - quad[0]))
 
-    shrink = int(np.floor(qsize / output_size * 0.5))
+    shrink = _shrink_factor(quad, output_size)
     if shrink > 1:
         rsize = (int(np.rint(float(img.size[0]) / shrink)), int(np.rint(float(img.size[1]) / shrink)))
         img = img.resize(rsize, Image.Resampling.LANCZOS)
@@ -132,6 +132,25 @@ def align_face(image: Image.Image, landmarks, output_size: int = E4E_SIZES[0], t
     if output_size < transform_size:
         img = img.resize((output_size, output_size), Image.Resampling.LANCZOS)
     return img
+
+
+def _shrink_factor(quad: np.ndarray, output_size: int) -> int:
+    """align_face first downsizes the photo by this integer factor when the face is much larger than
+    the output (> 1 means it does)."""
+    return int(np.floor(np.hypot(*(quad[3] - quad[0])) / output_size * 0.5))
+
+
+def source_quad(image_size: tuple[int, int], landmarks, output_size: int) -> np.ndarray:
+    """The quad, in source pixels, that align_face's output really samples (what paste-back inverts):
+    face_quad, except after the shrink step, whose indexing (kept as the official code has it) moves
+    the sampled square by about (shrink - 1) / 2 px right and down."""
+    quad = face_quad(landmarks)
+    shrink = _shrink_factor(quad, output_size)
+    if shrink <= 1:
+        return quad
+    w, h = image_size
+    rsize = (int(np.rint(float(w) / shrink)), int(np.rint(float(h) / shrink)))
+    return (quad / shrink + 0.5) * np.array([w / rsize[0], h / rsize[1]]) - 0.5
 
 
 def _pad_and_fade(img: Image.Image, quad: np.ndarray, pad, qsize: float):
@@ -173,10 +192,12 @@ def align_image(image: Image.Image, detector: LandmarkDetector, output_size: int
 
 
 def align_files(paths, out_dir: str | os.PathLike, detector: LandmarkDetector, output_size: int = E4E_SIZES[0],
-                transform_size: int | None = None, max_faces: int | None = 1):
+                transform_size: int | None = None, max_faces: int | None = 1, records: dict | None = None):
     """Align every image file into out_dir as <stem>.png (<stem>_<k>.png for further faces).
     Yields (source path, list of written paths, reason): an unreadable image is skipped with its reason
-    (and the others still aligned); an empty list and no reason means no face was found."""
+    (and the others still aligned); an empty list and no reason means no face was found.
+    records: filled with {name: {"source", "quad", "size"}} per face, what paste-back needs
+    (`e4e.pasteback.save_alignment` writes it)."""
     from e4e.imageio import load_image
     from e4e.outputs import safe_output_path, writable_dir
     out_dir = writable_dir(out_dir)
@@ -187,13 +208,17 @@ def align_files(paths, out_dir: str | os.PathLike, detector: LandmarkDetector, o
         except E4EError as e:
             yield path, [], str(e)
             continue
-        faces = align_image(image, detector, output_size, transform_size, max_faces)
+        landmarks = list(detector(image.convert("RGB")))[:max_faces]
         written = []
-        for k, face in enumerate(faces):
+        for k, lm in enumerate(landmarks):
             name = _unique(path.stem if k == 0 else f"{path.stem}_{k}", used)
             dst = safe_output_path(out_dir, f"{name}.png")
-            face.save(dst)
+            align_face(image, lm, output_size, transform_size).save(dst)
             written.append(dst)
+            if records is not None:
+                records[name] = {"source": str(Path(path).resolve()),
+                                 "quad": source_quad(image.size, lm, output_size).tolist(),
+                                 "size": output_size}
         yield path, written, None
 
 

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from e4e.errors import E4EError
-from e4e.latents import Latents, check_compatible, checkpoint_identity, generator_shape, load_latents, save_latents
+from e4e.devices import resolve_device  # noqa: F401  (e4e.api.resolve_device: what the commands use)
+from e4e.latents import Latents, check_compatible, load_latents, save_latents
+from e4e.pipeline import inversion_meta  # noqa: F401  (e4e.api.inversion_meta: older imports)
 
 
 def checkpoint_path(checkpoint=None) -> Path:
@@ -29,22 +31,6 @@ def checkpoint_path(checkpoint=None) -> Path:
     return path
 
 
-def resolve_device(device=None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise E4EError(f"device {device!r}: not a device (use cpu, cuda, cuda:1, mps ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise E4EError(f"device {device!r}: CUDA is not available here (use --device cpu)")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise E4EError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
-        raise E4EError(f"device {device!r}: unsupported device type (use cpu or cuda)")
-    return dev
-
-
 def load(checkpoint=None, device="cpu"):
     """An Inverter (eval mode) from an official e4e/pSp .pt or e4e .safetensors; None = embedded model.
     The file it came from is kept as `inv.checkpoint_path` so latents can record its identity."""
@@ -53,12 +39,6 @@ def load(checkpoint=None, device="cpu"):
     inv = load_inverter(path, log=lambda *a: None).to(resolve_device(device)).eval()
     inv.checkpoint_path = path
     return inv
-
-
-def inversion_meta(inverter, fit: str = "crop") -> dict:
-    path = getattr(inverter, "checkpoint_path", None)
-    return {"checkpoint": checkpoint_identity(path) if path else {},
-            "generator": generator_shape(inverter.decoder), "input_size": int(inverter.input_size), "fit": fit}
 
 
 def resize_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -72,59 +52,23 @@ def resize_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
 
 @torch.no_grad()
 def invert(images, inverter=None, batch_size: int = 8, fit: str = "crop", precision: str = "auto") -> Latents:
-    """Image files / folders / globs, PIL images or a (B,3,H,W) tensor in [-1,1] -> Latents.
-    Bad files raise E4EError (the `e4e invert` command skips them instead). precision: e4e.fast's
-    ("auto": TF32 on CUDA, fp32 on CPU; "fp32": the strict reference)."""
+    """Image files / folders / globs, PIL images or a (B,3,H,W) tensor in [-1,1] -> Latents, through
+    `e4e.pipeline` (the names and image conversion of `e4e invert`). What was converted is listed in
+    `latents.meta["notes"]`. Bad files raise E4EError (the `e4e invert` command skips them instead).
+    precision: e4e.fast's ("auto": TF32 on CUDA, fp32 on CPU; "fp32": the strict reference)."""
     from e4e.fast import precision_scope
-    from e4e.imageio import iter_image_paths, load_image, to_tensor
+    from e4e.pipeline import load_batch
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise E4EError(f"invert: batch_size must be a positive integer, got {batch_size!r}")
-    if fit not in ("crop", "pad", "stretch"):
-        raise E4EError(f"invert: fit must be crop, pad or stretch, got {fit!r}")
     inv = inverter if inverter is not None else load()
     dev = next(inv.parameters()).device
-    if torch.is_tensor(images):
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0 or not images.is_floating_point():
-            raise E4EError(f"invert: a tensor must be a float batch (B, 3, H, W) in [-1, 1], got "
-                           f"{images.dtype} {tuple(images.shape)}")
-        if not torch.isfinite(images).all():
-            raise E4EError("invert: the image tensor holds NaN or infinite values")
-        names, batches = [str(i) for i in range(images.shape[0])], list(images.split(batch_size))
-    else:
-        items = images if isinstance(images, (list, tuple)) else [images]
-        pil = [im for im in items if hasattr(im, "convert")]
-        if pil and len(pil) != len(items):
-            raise E4EError("invert: give either PIL images or paths, not a mix")
-        if pil:
-            names = [str(i) for i in range(len(pil))]
-            loaded = [_prepare_pil(im, inv.input_size, fit) for im in pil]
-        else:
-            paths = list(iter_image_paths(items))
-            from e4e.outputs import safe_name
-            names = _unique([safe_name(p.stem) for p in paths])
-            loaded = [load_image(p, inv.input_size, fit=fit) for p in paths]
-        batches = [to_tensor(loaded[i:i + batch_size]) for i in range(0, len(loaded), batch_size)]
-    with precision_scope(precision, dev):
-        codes = [inv.encode(b.to(dev)).float().cpu() for b in batches]
-    if not codes:
+    names, x, notes = load_batch(images, inv.input_size, fit)
+    if not names:
         raise E4EError("invert: no images given")
-    return Latents(names, torch.cat(codes), inversion_meta(inv, fit))
-
-
-def _prepare_pil(im, size: int, fit: str = "crop"):
-    from e4e.imageio import fit_square, to_rgb
-    return fit_square(to_rgb(im), size, fit)
-
-
-def _unique(names: list[str]) -> list[str]:
-    out, used = [], set()
-    for n in names:
-        base, k = n, 2
-        while n in used:
-            n, k = f"{base}~{k}", k + 1
-        used.add(n)
-        out.append(n)
-    return out
+    with precision_scope(precision, dev):
+        codes = [inv.encode(b.to(dev)).float().cpu() for b in x.split(batch_size)]
+    meta = inversion_meta(inv, fit) | ({"notes": notes} if notes else {})
+    return Latents(names, torch.cat(codes), meta)
 
 
 def edit(latents, direction=None, strength: float = 1.0, styles=None, ganspace=None, ganspace_edit=None):
@@ -144,7 +88,8 @@ def edit(latents, direction=None, strength: float = 1.0, styles=None, ganspace=N
         pca = editing.load_pca(ganspace) if isinstance(ganspace, (str, Path)) else ganspace
         if ganspace_edit is None:
             raise E4EError("edit: ganspace= needs ganspace_edit=(pc, start, end, strength)")
-        spec = editing.resolve_edit(ganspace_edit) if isinstance(ganspace_edit, str) else ganspace_edit
+        spec = (editing.resolve_edit(ganspace_edit, n_styles=codes.shape[1]) if isinstance(ganspace_edit, str)
+                else ganspace_edit)
         out = editing.ganspace_edit(codes, pca, spec)
     if isinstance(latents, Latents):
         return Latents(latents.names, out, dict(latents.meta))

@@ -455,14 +455,13 @@ def save_directions(path, dirs: list[Direction], notes: list[str]) -> None:
 
     from safetensors.torch import save_file
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"{i}": d.vector.contiguous() for i, d in enumerate(dirs)}
     meta = [{"kind": d.kind, "attribute": d.attribute, "target": d.target, "info": d.info, "s90": d.s90,
              "calibration": d.calibration} for d in dirs]
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors or {"none": torch.zeros(1)}, str(tmp), metadata={"directions": json.dumps(meta),
-                                                                        "notes": json.dumps(notes)})
-    tmp.replace(path)
+    from e4e.outputs import atomic_write
+    atomic_write(path, lambda tmp: save_file(tensors or {"none": torch.zeros(1)}, str(tmp),
+                                             metadata={"directions": json.dumps(meta), "notes": json.dumps(notes)}),
+                 mode="path")
 
 
 def load_directions(path) -> tuple[list[Direction], list[str]]:

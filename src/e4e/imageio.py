@@ -244,13 +244,39 @@ def make_grid(images: torch.Tensor | Sequence[Image.Image], nrow: int = 8, paddi
     return Image.fromarray(grid, "RGB")
 
 
+def label_columns(grid: Image.Image, labels: Sequence[str], ncol: int, padding: int = 2) -> Image.Image:
+    """A header row above `grid` with labels[k] centred over column k (shortened to fit the column)."""
+    from PIL import ImageDraw
+
+    from e4e.plot import font
+    col = (grid.size[0] - padding) // max(1, ncol)
+    size = max(9, min(14, col // 6))
+    f = font(size)
+    head = Image.new("RGB", (grid.size[0], size + 8), "white")
+    draw = ImageDraw.Draw(head)
+    for k, text in enumerate(labels[:ncol]):
+        text = str(text)
+        while len(text) > 1 and draw.textlength(text, font=f) > col - 2:
+            text = text[:-1]
+        w = draw.textlength(text, font=f)
+        draw.text((padding + k * col + (col - padding - w) / 2, 3), text, fill="black", font=f)
+    out = Image.new("RGB", (grid.size[0], grid.size[1] + head.size[1]), "white")
+    out.paste(head, (0, 0))
+    out.paste(grid, (0, head.size[1]))
+    return out
+
+
 def save_grid(images: torch.Tensor | Sequence[Image.Image], path: str | os.PathLike, nrow: int = 8,
-              padding: int = 2, pad_color: Color = "black") -> Path:
-    """Save a grid of images (tensor (N,3,H,W) in [-1,1] or PIL images) atomically; creates parent folders."""
+              padding: int = 2, pad_color: Color = "black", labels: Sequence[str] | None = None) -> Path:
+    """Save a grid of images (tensor (N,3,H,W) in [-1,1] or PIL images) atomically; creates parent folders.
+    labels: one per column, drawn in a header row."""
     from e4e.outputs import atomic_write
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise E4EError(f"{path}: unknown image format {path.suffix!r} (use .png or .jpg)")
     grid = make_grid(images, nrow, padding, pad_color)
+    if labels:
+        n = len(images) if not isinstance(images, torch.Tensor) or images.dim() == 4 else 1
+        grid = label_columns(grid, labels, max(1, min(nrow, n)), padding)
     return atomic_write(path, lambda f: grid.save(f, format=fmt))

@@ -65,13 +65,10 @@ class Inverter(nn.Module):
 
     @torch.no_grad()
     def invert(self, images, resize: bool = False):
-        """PIL images / paths / a (B,3,H,W) tensor -> (reconstructions in [-1,1], W+ codes)."""
-        from e4e.imageio import load_image, to_tensor
-        if not torch.is_tensor(images):
-            if not isinstance(images, (list, tuple)):
-                images = [images]
-            images = to_tensor([load_image(im, self.input_size) if not hasattr(im, "convert")
-                                else im.convert("RGB").resize((self.input_size,) * 2) for im in images])
+        """PIL images / paths / a (B,3,H,W) tensor -> (reconstructions in [-1,1], W+ codes), with the
+        image conversion of `e4e invert` (e4e.pipeline: 8-bit RGB, centre-cropped to the input size)."""
+        from e4e.pipeline import load_batch
+        _, images, _ = load_batch(images, self.input_size)
         dev = next(self.parameters()).device
         return self(images.to(dev), resize=resize)
 
@@ -90,9 +87,3 @@ class Inverter(nn.Module):
 def build_inverter(encoder_cfg: EncoderConfig, generator_cfg: GeneratorConfig, latent_avg=None,
                    output_size: int | None = 256) -> Inverter:
     return Inverter(build_encoder(encoder_cfg), Generator(generator_cfg), latent_avg, output_size)
-
-
-def load_inverter(path, device: str | torch.device = "cpu") -> Inverter:
-    """An official e4e/pSp checkpoint (.pt) or e4e's own .safetensors -> Inverter in eval mode."""
-    from e4e.checkpoints import load_inverter as _load
-    return _load(path).to(device).eval()

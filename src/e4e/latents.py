@@ -165,6 +165,9 @@ def load_latents(path) -> Latents:
             arrays = {k: z[k] for k in z.files}
     except Exception as e:  # numpy raises ValueError, OSError, BadZipFile... on foreign bytes
         raise E4EError(f"{path}: not a latents .npz file ({' '.join(str(e).split()) or type(e).__name__})") from None
+    odd = [k for k, a in arrays.items() if k != META_KEY and not (isinstance(a, np.ndarray) and a.dtype.kind in "fiu")]
+    if odd:  # e.g. a torch .pt (also a zip): np.load hands its members back as bytes
+        raise E4EError(f"{path}: not a latents .npz file ({odd[0]!r} is not a numeric .npy array)")
     meta = {}
     if META_KEY in arrays:
         try:

@@ -207,3 +207,59 @@ def _locality_loss(original, tuned, pivot, size, rng, mean_latent, lpips_fn, alp
             loss = loss + lpips_weight * lpips_fn(old, new).mean()
         total = total + loss
     return total / samples
+
+
+# -- keeping PTI's tuned generators -------------------------------------------------------------------
+# `e4e invert --refine pti` writes one tuned generator per image beside the latents, as
+# <latents folder>/<TUNED_DIR>/<image name>.safetensors (every parameter and buffer of the tuned copy, in
+# full precision, so the edit's "original" is bit-for-bit the refined reconstruction), and records
+# {"method": "pti", "generators": TUNED_DIR, ...} as the latents' meta["refine"]; `e4e edit` then renders
+# each image with its own generator. Size: one generator per image (about 120 MB for a 1024 px FFHQ one).
+TUNED_DIR = "pti"
+
+
+def save_tuned(path, generator: nn.Module) -> "Path":
+    """The tuned generator's state (parameters and buffers) -> safetensors, written atomically."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from e4e.outputs import atomic_write
+    state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    return atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata={"format": "e4e.pti.v1"}),
+                        mode="path")
+
+
+def load_tuned(generator: nn.Module, path) -> nn.Module:
+    """A copy of `generator` (eval, frozen) with the tuned state from `path`; one-line errors for a missing
+    file or one tuned from a generator of another shape."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not path.is_file():
+        raise E4EError(f"{path}: the PTI-tuned generator recorded in the latents is missing (keep the "
+                       f"'{TUNED_DIR}/' folder beside the latents file, or invert again)")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types on foreign bytes
+        raise E4EError(f"{path}: unreadable tuned generator ({' '.join(str(e).split())})") from None
+    own = generator.state_dict()
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        raise E4EError(f"{path}: tuned from a generator of another architecture than the checkpoint's")
+    g = copy.deepcopy(generator)
+    g.load_state_dict(state)
+    return g.eval().requires_grad_(False)
+
+
+def tuned_generator_path(latents_path, meta: dict, name: str):
+    """Where the tuned generator of image `name` lives for a latents file, or None when PTI did not run."""
+    from pathlib import Path
+
+    from e4e.outputs import safe_output_path
+    refine = meta.get("refine") or {}
+    if refine.get("method") != "pti":
+        return None
+    # the folder comes from the file's metadata: like the names, it must stay beside the latents
+    folder = str(refine.get("generators", TUNED_DIR))
+    return safe_output_path(Path(latents_path).parent, folder, f"{name}.safetensors")

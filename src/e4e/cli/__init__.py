@@ -11,21 +11,63 @@ COMMANDS = ["demo", "generate", "data", "train-generator", "convert", "train", "
             "directions", "align", "eval", "serve"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """--threads N, for every command that runs torch on the CPU (`main` applies it before the command)."""
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: torch's choice, all cores; 1 for reproducible timing)")
+
+
+def set_threads(n: int | None) -> int | None:
+    """torch's CPU thread count -> n; returns the count it had (None when n is None: nothing changed)."""
+    if n is None:
+        return None
+    if n < 1:
+        raise E4EError("--threads must be at least 1")
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return before
+
+
+def summary(name: str) -> str:
+    """A command's one-line description: its module docstring's first line, read without importing
+    the module (importing means importing torch: seconds, for a --help)."""
+    import ast
+    from importlib.util import find_spec
+    spec = find_spec(f"e4e.cli.{name.replace('-', '_')}")
+    try:
+        with open(spec.origin, encoding="utf-8") as f:
+            doc = ast.get_docstring(ast.parse(f.read())) or ""
+    except (OSError, SyntaxError, AttributeError, TypeError):
+        return ""
+    first = doc.strip().splitlines()[0] if doc.strip() else ""
+    return first.split(": ", 1)[1] if ": " in first else first
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. Only the command named in argv (all, when argv is None) is imported and registered
+    in full; the others are listed by name and summary, so `e4e --help` imports no torch."""
     parser = argparse.ArgumentParser(prog="e4e", description="Encode real images into editable StyleGAN latents.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     for name in COMMANDS:
-        importlib.import_module(f"e4e.cli.{name.replace('-', '_')}").register(sub)
+        if argv is None or name == chosen:
+            importlib.import_module(f"e4e.cli.{name.replace('-', '_')}").register(sub)
+        else:
+            sub.add_parser(name, help=summary(name), add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    threads_before = None
     try:
+        threads_before = set_threads(getattr(args, "threads", None))
         return int(args.func(args) or 0)
     except E4EError as e:
         print(f"e4e: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -37,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("e4e: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if threads_before is not None:  # main() called in-process (tests, scripts): leave torch as it was
+            import torch
+            torch.set_num_threads(threads_before)
 
 
 if __name__ == "__main__":

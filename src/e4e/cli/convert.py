@@ -9,6 +9,7 @@ def run(args) -> int:
 
 
 def register(sub):
+    from e4e.cli import add_threads
     from e4e.checkpoints.convert import WRITABLE
     p = sub.add_parser("convert", help="describe a checkpoint; convert between NVIDIA .pkl, rosinality .pt, "
                        "official e4e .pt and e4e .safetensors",
@@ -23,4 +24,5 @@ def register(sub):
     p.add_argument("--generator", metavar="PATH",
                    help="replace the decoder of an inverter IN with this generator (any generator format)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_threads(p)
     p.set_defaults(func=run)

@@ -1,5 +1,6 @@
-"""e4e data: build datasets. `e4e data emoji OUT_DIR` writes the project's emoji training set;
-`e4e data avatars OUT_DIR` the avataaars faces with exact labels and counterfactual pairs."""
+"""e4e data: build datasets (emoji, avatars).
+`e4e data emoji OUT_DIR` writes the project's emoji training set; `e4e data avatars OUT_DIR` the
+avataaars faces with exact labels and counterfactual pairs."""
 import argparse
 
 from e4e.errors import E4EError

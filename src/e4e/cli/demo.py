@@ -7,10 +7,10 @@ SeFa direction and the first GANSpace component of this generator -- and writes 
 import time
 from pathlib import Path
 
-import torch
 
 
 def run(args) -> int:
+    import torch
     from e4e import editing
     from e4e.api import invert, load
     from e4e.assets import default_inverter_path
@@ -59,10 +59,12 @@ def inv_path(args):
 
 
 def register(sub):
+    from e4e.cli import add_threads
     p = sub.add_parser("demo", help="invert and edit held-out images with the embedded model; write a grid")
     p.add_argument("-o", "--output", default="out/demo")
     p.add_argument("--checkpoint", help="inverter to use instead of the embedded one")
     p.add_argument("--images", nargs="*", help="images instead of the shipped held-out samples")
     p.add_argument("--limit", type=int, default=12)
     p.add_argument("--strength", type=float, default=3.0, help="step along the skin-tone and SeFa directions")
+    add_threads(p)
     p.set_defaults(func=run)

@@ -64,8 +64,8 @@ def _sha(path) -> str | None:
 def run_pairs(args) -> int:
     from e4e import benchmark as bm
     from e4e.api import load, resolve_device
-    from e4e.cli.eval import (build_scorers, cached, command_line, device_name, parse_floats, parse_methods,
-                              save_cached)
+    from e4e.cli.eval_common import (build_scorers, cached, command_line, device_name, parse_floats,
+                                     parse_methods, save_cached)
     from e4e.evaluate import REFINED, EvalOptions, image_features, markdown_table, same_generator, write_csv
     from e4e.imageio import save_grid
     from e4e.plot import BarPanel, Panel, bar_panels, scatter_panels

@@ -1,8 +1,5 @@
-"""e4e generate: sample a generator at given seeds -> image grid PNG + W latents (.npy)."""
-import numpy as np
-import torch
-from tqdm import tqdm
-
+"""e4e generate: sample a generator at given seeds -> image grid PNG + W latents (.npy).
+The sampling itself is `e4e.sampling.sample`; this module keeps the flags and the output folder."""
 from e4e.errors import E4EError
 
 
@@ -27,30 +24,14 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-@torch.no_grad()
-def generate(generator, seeds, truncation=1.0, latent_avg=None, device="cpu", batch_size=8):
-    """-> (images (N,3,H,W) in about [-1,1], W latents (N, style_dim)); z for seed s = randn from seed s."""
-    generator = generator.to(device).eval()
-    if truncation < 1 and latent_avg is None:
-        latent_avg = generator.mean_latent(100_000)
-    images, ws = [], []
-    for i in tqdm(range(0, len(seeds), batch_size), desc="generate", unit="batch", leave=False):
-        chunk = seeds[i:i + batch_size]
-        z = torch.stack([torch.randn(generator.style_dim, generator=torch.Generator().manual_seed(s)) for s in chunk])
-        w = generator.mapping(z.to(device))
-        if truncation < 1:
-            w = latent_avg.to(device) + truncation * (w - latent_avg.to(device))
-        img, _ = generator(w, input_is_latent=True, randomize_noise=False)
-        images.append(img.cpu())
-        ws.append(w.cpu())
-    return torch.cat(images), torch.cat(ws)
-
-
 def run(args) -> int:
+    import numpy as np
+
     from e4e.api import resolve_device
     from e4e.checkpoints import load_generator
     from e4e.imageio import save_grid
     from e4e.outputs import atomic_write, writable_dir
+    from e4e.sampling import sample
     seeds = parse_seeds(args.seeds)
     if not 0 <= args.truncation <= 1:
         raise E4EError("--truncation must be in [0, 1]")
@@ -59,7 +40,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     out = writable_dir(args.output)  # before sampling: a bad -o costs one line
     g, avg = load_generator(args.checkpoint, compute_latent_avg=args.truncation < 1)
-    images, ws = generate(g, seeds, args.truncation, avg, device, args.batch_size)
+    images, ws = sample(g, seeds, args.truncation, avg, device, args.batch_size)
     save_grid(images, out / "grid.png", nrow=int(np.ceil(np.sqrt(len(seeds)))))
     atomic_write(out / "w.npy", lambda f: np.save(f, ws.numpy()))
     atomic_write(out / "seeds.txt", lambda f: f.write("\n".join(map(str, seeds)) + "\n"), mode="w")
@@ -68,6 +49,7 @@ def run(args) -> int:
 
 
 def register(sub):
+    from e4e.cli import add_threads
     p = sub.add_parser("generate", help="sample a generator: image grid + W latents")
     p.add_argument("--checkpoint", required=True, help="generator: rosinality .pt, NVIDIA .pkl or e4e .safetensors")
     p.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,5,9 (default 0-15)")
@@ -75,4 +57,5 @@ def register(sub):
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--device", help="cpu, cuda ... (default: cuda if available)")
     p.add_argument("--batch-size", type=int, default=8)
+    add_threads(p)
     p.set_defaults(func=run)

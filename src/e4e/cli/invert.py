@@ -1,113 +1,34 @@
 """e4e invert IMAGES... -o DIR: images -> DIR/latents.npz (name -> W+ codes), DIR/recon/<name>.png, DIR/grid.png.
 
-Resumable: every finished batch is written at once (its reconstructions, then DIR/.parts/part-NNNNNN.npz,
-renamed into place only when complete), so Ctrl-C loses at most the batch in flight. At the end (and on
-Ctrl-C) the parts are merged into latents.npz; a rerun with the same arguments skips every image already
-in latents.npz or a part. Bad inputs are skipped with one line each; odd ones (grayscale, alpha, 16-bit)
-are converted to 8-bit RGB and reported.
+The library work (naming, image conversion, the model) is `e4e.pipeline`, shared with `e4e.invert`;
+this module keeps the flags and the output folder. Resumable: every finished batch is written at once
+(its reconstructions, then DIR/.parts/part-NNNNNN.npz, renamed into place only when complete), so Ctrl-C
+loses at most the batch in flight. At the end (and on Ctrl-C) the parts are merged into latents.npz; a
+rerun with the same arguments skips every image already in latents.npz or a part. Bad inputs are skipped
+with one line each; odd ones (grayscale, alpha, 16-bit, several frames, a photo into a cartoon model) are
+converted and reported. --refine pti also writes DIR/pti/<name>.safetensors (recorded in latents.npz);
+--frames all inverts every frame of a clip, --video writes their reconstructions as a clip, --export
+writes the latents in another format too.
 """
 import os
 import shutil
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from pathlib import Path
 
-import torch
-from PIL import Image
-from tqdm import tqdm
-
 from e4e.errors import E4EError
-from e4e.latents import META_KEY
+
+# torch, Pillow, tqdm and the pipeline are imported where used: `e4e invert --help` stays instant.
+_PIPELINE = ("batch_inverter", "collect_inputs", "conversion_note", "load_item", "prefetch")
+
+
+def __getattr__(name):  # e4e.cli.invert.collect_inputs etc.: the library pipeline's, for older imports
+    if name in _PIPELINE:
+        import e4e.pipeline
+        return getattr(e4e.pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 PARTS = ".parts"
 LATENTS = "latents.npz"
-
-
-def collect_inputs(inputs, exclude: Path | None = None) -> list[tuple[Path, str]]:
-    """Expand files, folders and globs into (path, name) pairs. Names are the path relative to the folder
-    given, or the stem of a file given by itself, without extension; clashes get the extension, then ~N."""
-    from e4e.imageio import iter_image_paths
-    from e4e.outputs import safe_name
-    seen, pairs = set(), []
-    skip = os.path.abspath(exclude) + os.sep if exclude else None
-    for item in inputs:
-        folder = Path(item) if Path(item).is_dir() else None
-        for p in iter_image_paths(item):
-            key = os.path.normcase(os.path.abspath(p))
-            if key in seen or (skip and key.startswith(os.path.normcase(skip))):
-                continue  # our own outputs (-o inside an input folder) are never inputs
-            seen.add(key)
-            name = (p.relative_to(folder).with_suffix("") if folder else Path(p.stem)).as_posix()
-            pairs.append((p, safe_name(name)))
-    clashes = Counter(n for _, n in pairs)
-    out, used = [], set()
-    for p, n in pairs:
-        base = n + p.suffix.lower() if clashes[n] > 1 else n
-        n, k = base, 2
-        while n in used or n == META_KEY:
-            n, k = f"{base}~{k}", k + 1
-        used.add(n)
-        out.append((p, n))
-    return out
-
-
-def conversion_note(path: Path) -> str | None:
-    """Why an image that loaded fine was not plain 8-bit RGB (None if it was)."""
-    try:
-        with Image.open(path) as im:
-            mode, alpha = im.mode, im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-    except Exception:
-        return None
-    if mode == "RGB":
-        return None
-    what = {"L": "grayscale", "1": "1-bit", "P": "palette", "CMYK": "CMYK", "I": "16/32-bit", "I;16": "16-bit",
-            "F": "float"}.get(mode, mode)
-    what = what if what == mode else f"{what} ({mode})"
-    return f"{path}: converted {what} to 8-bit RGB" + (", alpha composited on white" if alpha else "")
-
-
-def load_item(item, size: int, fit: str):
-    """(path, name) -> (path, name, tensor (3,H,W) or None, message or None). Runs in worker threads."""
-    from e4e.imageio import load_image, to_tensor
-    path, name = item
-    try:
-        im = load_image(path, size, fit=fit)
-    except E4EError as e:
-        return path, name, None, str(e)
-    return path, name, to_tensor(im)[0], conversion_note(path)
-
-
-def prefetch(fn, items, workers: int, depth: int):
-    """fn over items in order, `depth` calls ahead in a thread pool, so decoding overlaps compute
-    (Pillow releases the GIL while decoding)."""
-    pool = ThreadPoolExecutor(max(1, workers))
-    it = iter(items)
-    pending = deque(pool.submit(fn, x) for _, x in zip(range(max(1, depth)), it))
-    try:
-        while pending:
-            result = pending.popleft().result()
-            for x in it:
-                pending.append(pool.submit(fn, x))
-                break
-            yield result
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-@torch.no_grad()
-def invert_batch(inv, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch (B,3,H,W) in [-1,1] -> (reconstructions at generator resolution, W+ codes)."""
-    codes = inv.encode(x)
-    return inv.decode(codes, resize=False), codes
-
-
-def batch_inverter(inv, precision: str, compile: bool, batch_size: int):
-    """The reference forward on CPU in fp32 (what e4e.fast would run there too), else e4e.fast's path."""
-    from e4e.fast import prepare, resolve_precision
-    dev = next(inv.parameters()).device
-    if resolve_precision(precision, dev) == "fp32" and not compile and dev.type == "cpu":
-        return lambda x: invert_batch(inv, x)
-    return prepare(inv, precision, compile, batch_size=batch_size)
 
 
 def recon_path(out: Path, name: str) -> Path:
@@ -117,7 +38,8 @@ def recon_path(out: Path, name: str) -> Path:
 
 def same_run(meta: dict, want: dict) -> bool:
     return (meta.get("checkpoint", {}).get("sha256") == want["checkpoint"]["sha256"]
-            and meta.get("generator") == want["generator"] and meta.get("fit") == want["fit"])
+            and meta.get("generator") == want["generator"] and meta.get("fit") == want["fit"]
+            and (meta.get("refine") or {}).get("method") == (want.get("refine") or {}).get("method"))
 
 
 def previous_results(out: Path, meta: dict) -> tuple[list[Path], set[str]]:
@@ -132,13 +54,14 @@ def previous_results(out: Path, meta: dict) -> tuple[list[Path], set[str]]:
         names, old = read_index(src)
         if not same_run(old, meta):
             raise E4EError(f"{out} holds latents from another run (checkpoint {old.get('checkpoint', {}).get('file')}, "
-                           f"fit {old.get('fit')}): pass --overwrite to replace them, or choose another -o folder")
+                           f"fit {old.get('fit')}, refine {(old.get('refine') or {}).get('method', 'none')}): pass --overwrite to replace them, or choose another -o folder")
         done.update(names)
     return sources, done
 
 
 def clear_outputs(out: Path) -> None:
-    for p in (out / PARTS, out / "recon"):
+    from e4e.refine import TUNED_DIR
+    for p in (out / PARTS, out / "recon", out / TUNED_DIR):
         if p.is_dir():
             shutil.rmtree(p)
     for p in (out / LATENTS, out / "grid.png"):
@@ -162,7 +85,10 @@ def merge(out: Path, meta: dict) -> list[str]:
 
 def write_grid(out: Path, items, done: set[str], n: int, size: int, fit: str) -> Path | None:
     """input | reconstruction pairs of the first n finished images, four pairs per row."""
-    from e4e.imageio import load_image, save_grid
+    from PIL import Image
+
+    from e4e.imageio import save_grid
+    from e4e.pipeline import read_input
     tiles = []
     for path, name in items:
         if len(tiles) >= 2 * n:
@@ -171,19 +97,24 @@ def write_grid(out: Path, items, done: set[str], n: int, size: int, fit: str) ->
             with Image.open(recon_path(out, name)) as r:
                 recon = r.convert("RGB")
             try:
-                tiles += [load_image(path, recon.size[0], fit=fit), recon]
+                tiles += [read_input(path, recon.size[0], fit=fit), recon]
             except E4EError:  # changed or removed since it was inverted: leave it out of the grid
                 pass
     if not tiles:
         return None
-    return save_grid(tiles, out / "grid.png", nrow=2 * min(4, len(tiles) // 2))
+    ncol = 2 * min(4, len(tiles) // 2)
+    return save_grid(tiles, out / "grid.png", nrow=ncol, labels=["input", "inversion"] * (ncol // 2))
 
 
 def run(args) -> int:
-    from e4e.api import inversion_meta, load, resize_images
+    import torch
+    from tqdm import tqdm
+
+    from e4e.api import load, resize_images
     from e4e.imageio import to_pil
     from e4e.latents import Latents, save_latents
     from e4e.outputs import writable_dir
+    from e4e.pipeline import batch_inverter, collect_inputs, inversion_meta, inverter_domain, load_item, prefetch
     if args.batch_size < 1:
         raise E4EError("--batch-size must be at least 1")
     if args.size is not None and args.size < 1:
@@ -191,13 +122,19 @@ def run(args) -> int:
     if args.grid < 0 or args.refine_steps < 1:
         raise E4EError("--grid must be >= 0 and --refine-steps >= 1")
     out = Path(args.output)
-    items = collect_inputs(args.images, exclude=out)
+    items = collect_inputs(args.images, exclude=out, frames=args.frames)
     if not items:
         raise E4EError(f"no images found in {' '.join(args.images)}")
     writable_dir(out)  # before the model loads: a bad -o costs one line, not a run
     inv = load(args.checkpoint, args.device)
     dev = next(inv.parameters()).device
-    meta = inversion_meta(inv, args.fit)
+    refine = None
+    if args.refine != "none":
+        from e4e.refine import TUNED_DIR
+        refine = {"method": args.refine, "steps": args.refine_steps}
+        refine |= {"generators": TUNED_DIR} if args.refine == "pti" else {}
+    meta = inversion_meta(inv, args.fit, refine)
+    domain = inverter_domain(inv)
     if args.overwrite:
         clear_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,7 +156,8 @@ def run(args) -> int:
         x = torch.stack([b[2] for b in batch]).to(dev)
         images, codes = forward(x)
         if args.refine != "none":
-            images, codes = refine_batch(inv, x, codes, args, perceptual, refine_reports)
+            images, codes = refine_batch(inv, x, codes, args, perceptual, refine_reports,
+                                         out=out, names=[b[1] for b in batch])
         for (_, name, *_), im in zip(batch, to_pil(resize_images(images.float(), args.size).cpu())):
             dst = recon_path(out, name)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +170,8 @@ def run(args) -> int:
     refine_reports: list[dict] = []
     bar = tqdm(total=len(todo), unit="img", desc="invert", disable=args.quiet or not todo)
     batch = []
-    loaded = prefetch(lambda it: load_item(it, inv.input_size, args.fit), todo, args.workers, 2 * args.batch_size)
+    loaded = prefetch(lambda it: load_item(it, inv.input_size, args.fit, domain), todo, args.workers,
+                      2 * args.batch_size)
     try:
         for path, name, x, msg in loaded:
             if x is None:
@@ -240,7 +179,7 @@ def run(args) -> int:
                 tqdm.write(f"skipped {msg}")
             else:
                 if msg:
-                    stats["converted"] += 1
+                    stats["warned" if msg.startswith("warning:") else "converted"] += 1
                     tqdm.write(msg)
                 batch.append((path, name, x))
                 if len(batch) == args.batch_size:
@@ -261,7 +200,17 @@ def run(args) -> int:
     grid = write_grid(out, items, set(names), args.grid, args.size or inv.decoder.size, args.fit) if args.grid else None
     print(f"inverted {stats['inverted']}, already done {len(items) - len(todo)}, converted {stats['converted']}, "
           f"skipped {stats['skipped']} bad input(s); {out / LATENTS} holds {len(names)} images"
-          + (f"; grid {grid}" if grid else ""))
+          + (f"; grid {grid}" if grid else "")
+          + (f"; {stats['warned']} out-of-domain warning(s)" if stats["warned"] else ""))
+    if args.video:
+        from e4e.video import write_clips
+        clips = write_clips(names, lambda n: recon_path(out, n), out / "video", args.video, args.fps, not args.quiet)
+        print(f"{len(clips)} reconstruction clip(s) in {out / 'video'}" if clips else
+              "--video: no sequence of 2 or more frames (invert a clip with --frames all, or a folder of frames)")
+    if args.export:
+        from e4e.interchange import write_latents
+        from e4e.latents import load_latents
+        print(f"exported {write_latents(args.export, load_latents(out / LATENTS))}")
     if refine_reports:
         print(summarise_refinement(args.refine, refine_reports))
     return 0
@@ -280,11 +229,15 @@ def refine_loss(args):
     return EfficientNetPerceptual(path)
 
 
-def refine_batch(inv, x, codes, args, perceptual, reports):
+def refine_batch(inv, x, codes, args, perceptual, reports, out: Path | None = None, names=None):
     """Latent optimisation of the whole batch, or PTI one image at a time (each image gets its own
-    tuned generator, as PTI defines it; the latents file keeps the pivots)."""
-    from e4e.refine import optimize, pti
-    perceptual = perceptual.to(x.device)
+    tuned generator, as PTI defines it; the latents file keeps the pivots and each tuned generator is
+    saved as out/pti/<name>.safetensors, so `e4e edit` renders with it)."""
+    import torch
+
+    from e4e.outputs import safe_output_path
+    from e4e.refine import TUNED_DIR, optimize, pti, save_tuned
+    perceptual = perceptual.to(x.device) if hasattr(perceptual, "to") else perceptual
     size = args.size or inv.decoder.size
     if args.refine == "optimize":
         res = optimize(inv, x, codes, steps=args.refine_steps, lpips_fn=perceptual)
@@ -295,6 +248,8 @@ def refine_batch(inv, x, codes, args, perceptual, reports):
     for i in range(x.shape[0]):
         res = pti(inv, x[i:i + 1], codes[i:i + 1], steps=args.refine_steps, lpips_fn=perceptual)
         reports.append(res.report | {"n": 1})
+        if out is not None:
+            save_tuned(safe_output_path(out, TUNED_DIR, f"{names[i]}.safetensors"), res.generator)
         with torch.no_grad():
             outs.append(res.generator(codes[i:i + 1], input_is_latent=True, randomize_noise=False)[0])
     return torch.cat(outs), codes
@@ -313,6 +268,7 @@ def summarise_refinement(kind: str, reports: list[dict]) -> str:
 
 
 def register(sub):
+    from e4e.cli import add_threads
     p = sub.add_parser("invert", help="images -> W+ latents (latents.npz), reconstructions and a grid",
                        description="Invert images into W+ latents. Resumable: rerun the same command after an "
                                    "interruption and finished images are skipped.")
@@ -339,11 +295,23 @@ def register(sub):
                    help="grid.png shows the first N input|reconstruction pairs (0: no grid; default 16)")
     p.add_argument("--overwrite", action="store_true", help="discard earlier results in DIR instead of resuming")
     p.add_argument("--refine", default="none", choices=("none", "optimize", "pti"),
-                   help="after the encoder: optimise the W+ code, or pivotal-tune the generator per image (PTI)")
+                   help="after the encoder: optimise the W+ code (stored in latents.npz), or pivotal-tune the "
+                        "generator per image (PTI: each tuned generator is saved as DIR/pti/<name>.safetensors, "
+                        "recorded in latents.npz, and used by e4e edit)")
     p.add_argument("--refine-steps", type=int, default=100, help="refinement steps (default 100)")
     p.add_argument("--lpips-backbone", metavar="PATH", help="torchvision alexnet .pth (LPIPS for --refine)")
     p.add_argument("--lpips-weights", metavar="PATH", help="LPIPS lin-layer alex.pth (LPIPS for --refine)")
     p.add_argument("--perceptual-weights", metavar="PATH",
                    help="EfficientNet-Lite0 .pth for --refine when no LPIPS files are given")
+    p.add_argument("--frames", default="first", choices=("first", "all"),
+                   help="multi-frame inputs (GIF, WebP, TIFF): invert the first frame (default; a note says so) "
+                        "or every frame, named NAME/000000... (for videos: see e4e edit --video)")
+    p.add_argument("--video", choices=("gif", "mp4"), help="with --frames all (or a folder of frames): also write "
+                   "each clip's reconstructions as DIR/video/<clip>.gif (mp4 needs ffmpeg on PATH); edits and "
+                   "--smooth: e4e edit --video")
+    p.add_argument("--fps", type=float, default=12.0, help="--video frame rate (default 12)")
+    p.add_argument("--export", metavar="FILE", help="also write the latents as FILE: .pt (official e4e dict "
+                   "name -> W+), .npy (N, n_styles, D) or .npz")
+    add_threads(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -34,6 +34,7 @@ def run(args) -> int:
 
 
 def register(sub):
+    from e4e.cli import add_threads
     p = sub.add_parser("serve", help="local web app: invert an image, edit it with sliders, export (needs e4e[web])")
     p.add_argument("--checkpoint", help="inverter to serve (default: the embedded model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -46,4 +47,5 @@ def register(sub):
                    help="FFHQ-align uploads by default (default: on for face models when MTCNN weights exist)")
     p.add_argument("--no-align", dest="align", action="store_false")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    add_threads(p)
     p.set_defaults(func=run)

@@ -1,40 +1,65 @@
-"""e4e train: train an e4e (or pSp baseline) encoder for a frozen generator."""
+"""e4e train: train an e4e (or pSp baseline) encoder for a frozen generator.
+
+Every option of `e4e.train.options.E4ETrainConfig` is a flag here, generated from the dataclass (its
+default and the comment beside it are the --help text), under its official name (--stylegan_weights)
+and with dashes (--stylegan-weights). Options resolve as: defaults <- dataset preset <- --config FILE
+(YAML/JSON; configs/*.yaml ship as examples) <- flags <- --set KEY=VALUE. `--resume RUN_DIR` needs
+nothing else: the run's own opts.json is its config. `--dry-run` prints the resolved config and stops.
+"""
+import argparse
+import dataclasses
+
+# Older flag names, kept working: flag -> option.
+ALIASES = {"generator": "stylegan_weights"}
 
 
 def run(args) -> int:
-    from e4e.train.config import build_config
-    from e4e.train.e4e import E4ETrainConfig, train_e4e
-    overrides = list(args.set or [])
-    for flag, key in (("train_data", "train_data"), ("test_data", "test_data"), ("generator", "stylegan_weights"),
-                      ("exp_dir", "exp_dir"), ("max_steps", "max_steps"), ("batch_size", "batch_size"),
-                      ("dataset_type", "dataset_type"), ("lpips_backbone", "lpips_backbone"),
-                      ("lpips_weights", "lpips_weights"), ("perceptual_weights", "perceptual_weights"),
-                      ("id_weights", "id_weights"), ("moco_weights", "moco_weights"), ("sim_weights", "sim_weights"), ("device", "device")):
-        v = getattr(args, flag)
-        if v is not None:
-            overrides.append(f"{key}={v}")
-    cfg = build_config(E4ETrainConfig, args.config, overrides)
-    train_e4e(cfg, resume=args.resume)
+    from e4e.train.config import to_yaml
+    from e4e.train.options import resolve_config
+    overrides = []
+    for key, value in vars(args).items():
+        if key.startswith("opt__") and value is not None:
+            overrides.append(f"{key[5:]}={value}")
+    overrides += list(args.set or [])
+    resume_dir = args.resume if isinstance(args.resume, str) else None
+    cfg = resolve_config(args.config, overrides, run_dir=resume_dir)
+    if args.dry_run:
+        print(to_yaml(cfg), end="")
+        return 0
+    from e4e.train.e4e import train_e4e
+    train_e4e(cfg, resume=bool(args.resume))
     return 0
 
 
+def _metavar(f) -> str:
+    text = str(f.type).lower()
+    for word in ("list", "bool", "int", "float"):
+        if word in text:
+            return {"bool": "BOOL", "int": "N", "float": "X", "list": "[A,B,...]"}[word]
+    return "VALUE"
+
+
 def register(sub):
-    p = sub.add_parser("train", help="train an e4e / pSp encoder (official recipe; see docs/training.md)")
-    p.add_argument("--config", help="YAML or JSON file of E4ETrainConfig options (official option names)")
-    p.add_argument("--dataset-type", help="ffhq_encode | cars_encode | church_encode | horse_encode | emoji_encode | avatar_encode")
-    p.add_argument("--train-data", help="image folder")
-    p.add_argument("--test-data", help="image folder for validation (default: the test split of --train-data)")
-    p.add_argument("--generator", help="StyleGAN2 generator: rosinality .pt, NVIDIA .pkl or e4e .safetensors")
-    p.add_argument("--exp-dir", help="run folder (checkpoints/, images/, log.jsonl, tb/)")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int, help="global batch, split over torchrun processes")
-    p.add_argument("--lpips-backbone", help="torchvision alexnet/vgg16 weights (.pth) for LPIPS")
-    p.add_argument("--lpips-weights", help="LPIPS lin-layer weights (alex.pth / vgg.pth)")
-    p.add_argument("--perceptual-weights", help="EfficientNet-Lite0 weights for perceptual=efficientnet")
-    p.add_argument("--id-weights", help="ArcFace model_ir_se50.pth (faces)")
-    p.add_argument("--moco-weights", help="moco_v2_800ep_pretrain.pt (other domains)")
-    p.add_argument("--sim-weights", help="avatar similarity network .safetensors (avatar_encode; e4e train-classifier)")
-    p.add_argument("--device")
-    p.add_argument("--resume", action="store_true", help="continue from EXP_DIR/checkpoints/last.pt")
+    from e4e.cli import add_threads
+    from e4e.train.config import field_help
+    from e4e.train.options import E4ETrainConfig
+    p = sub.add_parser("train", help="train an e4e / pSp encoder (official recipe; see docs/training.md)",
+                       description=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON file of the options below (e.g. configs/emoji.yaml)")
+    p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
+                   help="continue RUN_DIR (its opts.json and checkpoints/last.pt; flags still override), or "
+                        "without RUN_DIR the exp_dir of the options given")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options as YAML and exit")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override any option, e.g. --set lpips_lambda=0")
+    add_threads(p)
+    docs = field_help(E4ETrainConfig)
+    opts = p.add_argument_group("training options (defaults shown; official e4e names, dashes also accepted)")
+    aliases = {v: k for k, v in ALIASES.items()}
+    for f in dataclasses.fields(E4ETrainConfig):
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        if f.name in aliases:
+            names.append(f"--{aliases[f.name]}")
+        flag = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
+        opts.add_argument(*names, dest=f"opt__{f.name}", metavar=_metavar(f), default=None, **flag,
+                          help=f"{docs.get(f.name, '')} (default: {f.default!r})".replace("%", "%%"))
     p.set_defaults(func=run)

@@ -1,5 +1,6 @@
-"""e4e train-classifier: train an avatar attribute network on one half of a labelled folder's train split
-and report its per-attribute test accuracy (e4e.train.classifier)."""
+"""e4e train-classifier: train an avatar attribute network and report its test accuracy.
+It learns on one half of a labelled folder's train split and reports per-attribute test accuracy
+(e4e.train.classifier)."""
 
 
 def run(args) -> int:
@@ -14,6 +15,7 @@ def run(args) -> int:
 
 
 def register(sub):
+    from e4e.cli import add_threads
     p = sub.add_parser("train-classifier", help="train an avatar attribute network (similarity net / evaluation "
                                                 "classifier) and report its test accuracy")
     p.add_argument("--data", required=True, help="folder with labels.csv (from 'e4e data avatars')")
@@ -35,4 +37,5 @@ def register(sub):
     p.add_argument("--workers", type=int, help="image decoding threads (default 8)")
     p.add_argument("--half", action="store_true", default=None, help="store the weights as fp16")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    add_threads(p)
     p.set_defaults(func=run)

@@ -18,11 +18,14 @@ def run(args) -> int:
     cfg = build_config(GANTrainConfig, args.config, overrides)
     if not cfg.data:
         raise E4EError("no training data: pass --data DIR (an image folder, e.g. from 'e4e data avatars')")
+    from e4e.outputs import writable_dir
+    writable_dir(cfg.out)  # before the data and models load
     train_gan(cfg)
     return 0
 
 
 def register(sub):
+    from e4e.cli import add_threads
     p = sub.add_parser("train-generator", help="train a StyleGAN2 generator on an image folder")
     p.add_argument("--config", help="YAML or JSON file of GANTrainConfig options")
     p.add_argument("--data", help="image folder (a labels.csv there selects its train split)")
@@ -36,4 +39,5 @@ def register(sub):
     p.add_argument("--device")
     p.add_argument("--time-limit-min", type=float, help="stop cleanly (checkpoint + generator) after this long")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override any config option")
+    add_threads(p)
     p.set_defaults(func=run)

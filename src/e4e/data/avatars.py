@@ -458,9 +458,8 @@ def pair_columns() -> list[str]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from e4e.outputs import atomic_write
+    atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def _csv_text(rows: list[dict], columns, header: bool = True) -> str:

@@ -21,6 +21,7 @@ class FitResult:
     train_accuracy: float
     n_train: int
     n_val: int
+    baseline: float | None = None  # held-out accuracy of always answering the training majority label
 
 
 def _features(latents: torch.Tensor, style: int | None) -> torch.Tensor:
@@ -88,6 +89,9 @@ def fit_direction(latents: torch.Tensor, labels, method: str = "svm", style: int
     def acc(xx, yy):
         return float(((((xx - mu) / scale) @ w + b).sign() == yy).double().mean())
 
+    # what always answering the training split's majority label scores on the held-out split
+    majority = 1.0 if (yt > 0).sum() >= (yt < 0).sum() else -1.0
+    baseline = float((y[val_idx] == majority).double().mean()) if n_val else None
     return FitResult(direction=(w / w.norm()).float()[None], train_accuracy=acc(xt, yt),
-                     accuracy=acc(x[val_idx], y[val_idx]) if n_val else None,
+                     accuracy=acc(x[val_idx], y[val_idx]) if n_val else None, baseline=baseline,
                      n_train=len(train_idx), n_val=n_val)

@@ -189,10 +189,23 @@ def ganspace_edit(latents: torch.Tensor, pca: dict, edits, per_style: bool = Fal
     return out
 
 
-def resolve_edit(spec: str, presets: dict | None = None) -> tuple[int, int, int, float]:
-    """'pc,start,end,strength' or a preset name (optionally 'name=strength') -> an edit tuple."""
+# The generator each preset group was found on (number of W+ styles): a preset's component and style
+# indices mean nothing for another generator, so they are refused there.
+PRESET_STYLES = {"ffhq": 18, "cars": 16}
+
+
+def resolve_edit(spec: str, presets: dict | None = None, n_styles: int | None = None) -> tuple[int, int, int, float]:
+    """'pc,start,end,strength' or a preset name (optionally 'name=strength') -> an edit tuple.
+    n_styles: the target generator's; a built-in preset made for a generator with another number of
+    styles is refused."""
+    builtin = presets is None
     presets = presets if presets is not None else {k: v for p in PRESETS.values() for k, v in p.items()}
     name, _, value = spec.partition("=")
+    if builtin and n_styles is not None and name in presets:
+        group = next(g for g, p in PRESETS.items() if name in p)
+        if PRESET_STYLES[group] != n_styles:
+            raise E4EError(f"GANSpace preset {name!r} was found on the {group} generator ({PRESET_STYLES[group]} "
+                           f"styles), not this one ({n_styles} styles): give pc,start,end,strength instead")
     try:
         if name in presets:
             pc, start, end, strength = presets[name]

@@ -418,9 +418,9 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, stop_at: int | None 
                        "train_seconds_this_run": round(seconds, 1), "device": str(dev),
                        "split_rule": "part A: sha256(basename)[0] < 128; B: the rest"}
     save_attribute_net(paths["weights"], net.eval(), info=report, half=cfg.half)
-    tmp = paths["report"].with_name(paths["report"].name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(paths["report"])
+    from e4e.outputs import atomic_write
+    text = json.dumps(report, indent=2) + "\n"
+    atomic_write(paths["report"], lambda f: f.write(text), mode="w")
     if step >= steps and paths["state"].is_file():
         paths["state"].unlink()  # finished: a new run with these options starts afresh
     log(format_report(report))

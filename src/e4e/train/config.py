@@ -1,6 +1,10 @@
-"""YAML/JSON files and `key=value` overrides -> a training dataclass, with one-line errors."""
+"""YAML/JSON files and `key=value` overrides -> a training dataclass, with one-line errors; and the
+dataclass's own documentation (the comment after each field) for generated --help texts."""
 import dataclasses
+import inspect
+import io
 import json
+import tokenize
 import typing
 from pathlib import Path
 
@@ -42,26 +46,58 @@ def _coerce(name: str, value, typ):
     return value
 
 
-def build_config(cls, path: str | None = None, overrides: list[str] | None = None, base: dict | None = None):
-    """Defaults <- base (e.g. a dataset preset) <- file <- overrides."""
+def field_help(cls) -> dict[str, str]:
+    """{field: the comment after it in the class body} (empty where the source is unavailable)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out, current = {}, None
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.NAME and tok.start[1] == 4 and current is None:
+            current = tok.string
+        elif tok.type == tokenize.COMMENT and current:
+            out[current] = tok.string.lstrip("# ").strip()
+        if tok.type in (tokenize.NEWLINE, tokenize.NL):
+            current = None
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in out.items() if k in names}
+
+
+def read_config_file(path) -> dict:
+    """A YAML or JSON mapping of option: value (an empty file is {})."""
+    p = Path(path)
+    if not p.is_file():
+        raise E4EError(f"{p}: config file not found")
+    try:
+        text = p.read_text()
+        loaded = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise E4EError(f"{p}: cannot parse config ({str(e).splitlines()[0]})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise E4EError(f"{p}: config must be a mapping of option: value")
+    return loaded or {}
+
+
+def to_yaml(cfg) -> str:
+    """A dataclass instance as the YAML a config file would hold."""
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def build_config(cls, path: str | None = None, overrides: list[str] | None = None, base: dict | None = None,
+                 ignore: tuple = ()):
+    """Defaults <- base (e.g. a dataset preset) <- file <- overrides. Keys in `ignore` (values a run
+    derives and records, like opts.json's progressive_steps) are dropped from the file."""
     values = dict(base or {})
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise E4EError(f"{p}: config file not found")
-        try:
-            text = p.read_text()
-            loaded = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
-            raise E4EError(f"{p}: cannot parse config ({str(e).splitlines()[0]})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise E4EError(f"{p}: config must be a mapping of option: value")
-        values.update(loaded or {})
+        values.update({k: v for k, v in read_config_file(path).items() if k not in ignore})
     for item in overrides or []:
         if "=" not in item:
             raise E4EError(f"override {item!r}: expected key=value")
         k, v = item.split("=", 1)
         values[k.strip().replace("-", "_")] = yaml.safe_load(v) if v.strip() else ""
+    if ignore:
+        values = {k: v for k, v in values.items() if k not in ignore}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = [k for k in values if k not in fields]

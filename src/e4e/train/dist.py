@@ -23,7 +23,7 @@ def init(device: str | None = None) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    from e4e.api import resolve_device
+    from e4e.devices import resolve_device
     dev = resolve_device(device)  # a bad --device is one line, not a torch traceback
     if dev.type == "cuda":
         dev = torch.device("cuda", local if world > 1 else (dev.index or 0))

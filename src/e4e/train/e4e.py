@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -25,116 +25,9 @@ from e4e.checkpoints.rosinality import atomic_torch_save
 from e4e.errors import E4EError
 from e4e.train import dist as D
 from e4e.train.data import BatchPlan, prefetch_batches  # noqa: F401 (BatchPlan re-exported)
-
-# Official dataset presets (configs/data_configs.py + transforms_config.py of the official code), plus our
-# emoji domain. size = (H, W) the images are resized to; crop = rows of the 256x256 output compared with
-# the target (cars are 192x256 inside a square generator); similarity = what id_lambda weighs.
-PRESETS = {
-    "ffhq_encode": dict(size=(256, 256), crop=None, similarity="id", stylegan_size=1024),
-    "cars_encode": dict(size=(192, 256), crop=(32, 224), similarity="moco", stylegan_size=512),
-    "church_encode": dict(size=(256, 256), crop=None, similarity="moco", stylegan_size=256),
-    "horse_encode": dict(size=(256, 256), crop=None, similarity="moco", stylegan_size=256),
-    "emoji_encode": dict(size=(64, 64), crop=None, similarity="none", stylegan_size=64),
-    # 128 px avatars at their native size; L_sim on our attribute network (docs/attributes.md)
-    "avatar_encode": dict(size=(128, 128), crop=None, similarity="attr", stylegan_size=128),
-}
-
-
-@dataclass
-class E4ETrainConfig:
-    # data and models (official option names where the official code has the option)
-    dataset_type: str = "ffhq_encode"
-    train_data: str = ""
-    test_data: str = ""  # empty: the 'test' split of train_data when it has a labels.csv
-    stylegan_weights: str = ""
-    stylegan_size: int = 0  # 0: from the generator file
-    encoder_type: str = "Encoder4Editing"  # | GradualStyleEncoder (pSp baseline)
-    num_layers: int = 50
-    encoder_mode: str = "ir_se"
-    encoder_widths: list[int] | None = None  # small models: 4 stage widths
-    encoder_units: list[int] | None = None  # small models: 4 block counts
-    input_size: int = 0  # 0: from the preset
-    start_from_latent_avg: bool = True
-    checkpoint_path: str = ""  # initialise from an e4e checkpoint
-    train_decoder: bool = False
-    # losses
-    l2_lambda: float = 1.0
-    lpips_lambda: float = 0.8
-    lpips_type: str = "alex"
-    perceptual: str = "lpips"  # lpips | efficientnet
-    lpips_backbone: str = ""  # torchvision alexnet/vgg16 .pth
-    lpips_weights: str = ""  # lpips lin layers alex.pth / vgg.pth
-    perceptual_weights: str = ""  # EfficientNet-Lite0 .pth (perceptual=efficientnet)
-    id_lambda: float = 0.1
-    id_weights: str = ""  # model_ir_se50.pth (faces)
-    moco_weights: str = ""  # moco_v2_800ep_pretrain.pt (other domains)
-    sim_weights: str = ""  # avatar similarity network .safetensors (e4e train-classifier, part A)
-    w_discriminator_lambda: float = 0.0
-    w_discriminator_lr: float = 2e-5
-    r1: float = 10.0
-    d_reg_every: int = 16
-    use_w_pool: bool = False
-    w_pool_size: int = 50
-    delta_norm: int = 2
-    delta_norm_lambda: float = 2e-4
-    progressive_start: int | None = None
-    progressive_step_every: int = 2000
-    # optimisation and schedule
-    optim_name: str = "ranger"
-    learning_rate: float = 1e-4
-    batch_size: int = 4  # global batch (split over processes)
-    test_batch_size: int = 2
-    workers: int = 4
-    max_steps: int = 500_000
-    image_interval: int = 100
-    board_interval: int = 50
-    val_interval: int = 1000
-    val_batches: int = 50
-    save_interval: int = 0  # 0: max_steps, as the official coach
-    # run
-    exp_dir: str = "runs/e4e"
-    seed: int = 0
-    device: str | None = None
-    bf16: bool = False
-    time_limit_min: float = 0.0
-
-    def preset(self) -> dict:
-        if self.dataset_type not in PRESETS:
-            raise E4EError(f"dataset_type {self.dataset_type!r} unknown (choose from {', '.join(PRESETS)})")
-        return PRESETS[self.dataset_type]
-
-    def validate(self) -> None:
-        self.preset()
-        if self.encoder_type not in ("Encoder4Editing", "GradualStyleEncoder"):
-            raise E4EError(f"encoder_type {self.encoder_type!r}: use Encoder4Editing or GradualStyleEncoder")
-        if self.optim_name not in ("ranger", "adam"):
-            raise E4EError(f"optim_name {self.optim_name!r}: use ranger or adam")
-        if self.perceptual not in ("lpips", "efficientnet"):
-            raise E4EError(f"perceptual {self.perceptual!r}: use lpips or efficientnet")
-        if not self.train_data:
-            raise E4EError("no training data: set train_data (an image folder)")
-        if not self.stylegan_weights:
-            raise E4EError("no generator: set stylegan_weights (rosinality .pt, NVIDIA .pkl or e4e .safetensors)")
-        positive = ("batch_size", "max_steps", "progressive_step_every", "d_reg_every", "test_batch_size",
-                    "image_interval", "board_interval", "val_interval", "val_batches", "num_layers")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise E4EError(f"config: {name}={getattr(self, name)} must be >= 1")
-        for name in ("save_interval", "workers", "stylegan_size", "input_size", "w_pool_size", "delta_norm"):
-            if getattr(self, name) < 0:
-                raise E4EError(f"config: {name}={getattr(self, name)} must be >= 0"
-                               + (" (0: save at max_steps only)" if name == "save_interval" else ""))
-        if self.progressive_start is not None and self.progressive_start < 0:
-            raise E4EError(f"config: progressive_start={self.progressive_start} must be >= 0 (or null: off)")
-        for name in ("learning_rate", "w_discriminator_lr"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise E4EError(f"config: {name}={value} must be a positive number")
-        for name in ("l2_lambda", "lpips_lambda", "id_lambda", "w_discriminator_lambda", "delta_norm_lambda", "r1",
-                     "time_limit_min"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise E4EError(f"config: {name}={value} must be a number >= 0")
+# the options and presets live in e4e.train.options (no torch there, so `e4e train --help` is instant)
+from e4e.train.options import DERIVED_OPTS, PRESET_DEFAULTS, PRESETS, E4ETrainConfig, resolve_config  # noqa: F401
+from e4e.train.runs import existing_run, truncate_log
 
 
 def progressive_stage(step: int, cfg: E4ETrainConfig, n_styles: int) -> int | str:
@@ -328,26 +221,45 @@ class E4ETrainer:
         logs["loss"] = loss.detach()
         return loss, logs
 
-    def discriminator_step(self, x, stage):
-        from e4e.losses import d_logistic_loss, r1_penalty
-        cfg = self.cfg
-        self.disc.requires_grad_(True)
-        with torch.no_grad():
-            z = torch.randn(x.shape[0], self.inverter.decoder.style_dim, device=self.dev)
-            real_w = self.inverter.decoder.mapping(z)
-            self.inverter.encoder.set_stage(stage) if hasattr(self.inverter.encoder, "set_stage") else None
-            fake_w = self.inverter.encoder(self.inverter.resize_input(x))
-            if self.inverter.latent_avg is not None:
-                fake_w = fake_w + self.inverter.latent_avg.unsqueeze(0)
-            if stage != "inference":
-                fake_w = fake_w[:, :stage + 1]
-            if cfg.use_w_pool:
-                real_w = self.real_pool.query(real_w.cpu()).to(self.dev)
-                fake_w = self.fake_pool.query(fake_w.cpu()).to(self.dev)
-            if fake_w.ndim == 3:
-                fake_w = fake_w[:, 0]
+    @torch.no_grad()
+    def discriminator_inputs(self, x, stage, z):
+        """What the latent discriminator sees this step (official sample_real_and_fake_latents): real codes
+        mapping(z) (B, D) and fake codes = encoder codes for x + latent_avg (the codes fed to the generator),
+        open styles only, through the W pools, one style per sample (B, D)."""
+        real_w = self.inverter.decoder.mapping(z)
+        self.inverter.encoder.set_stage(stage) if hasattr(self.inverter.encoder, "set_stage") else None
+        fake_w = self.inverter.encoder(self.inverter.resize_input(x))
+        if self.inverter.latent_avg is not None:
+            fake_w = fake_w + self.inverter.latent_avg.unsqueeze(0)
+        if stage != "inference":
+            fake_w = fake_w[:, :stage + 1]
+        if self.cfg.use_w_pool:
+            real_w = self.real_pool.query(real_w.cpu()).to(self.dev)
+            fake_w = self.fake_pool.query(fake_w.cpu()).to(self.dev)
+        if fake_w.ndim == 3:
+            fake_w = fake_w[:, 0]
+        return real_w, fake_w
+
+    def discriminator_loss(self, real_w, fake_w):
+        """Logistic loss of the latent discriminator on given codes -> (loss, real logits, fake logits)."""
+        from e4e.losses import d_logistic_loss
         real_pred, fake_pred = self.d_train(real_w), self.d_train(fake_w)
-        loss = d_logistic_loss(real_pred, fake_pred)
+        return d_logistic_loss(real_pred, fake_pred), real_pred, fake_pred
+
+    def discriminator_r1(self, real_w):
+        """Lazy R1 on given real codes (r1/2 * d_reg_every * E||dD/dw||^2), with the 0 * pred term that
+        keeps every parameter in the graph (DDP)."""
+        from e4e.losses import r1_penalty
+        real_w = real_w.detach().requires_grad_(True)
+        real_pred = self.d_train(real_w)
+        r1 = r1_penalty(real_pred, real_w, gamma=self.cfg.r1, every=self.cfg.d_reg_every)
+        return r1, (r1 + 0 * real_pred[0]).sum()
+
+    def discriminator_step(self, x, stage):
+        self.disc.requires_grad_(True)
+        z = torch.randn(x.shape[0], self.inverter.decoder.style_dim, device=self.dev)
+        real_w, fake_w = self.discriminator_inputs(x, stage, z)
+        loss, real_pred, fake_pred = self.discriminator_loss(real_w, fake_w)
         self.d_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.d_opt.step()
@@ -355,12 +267,10 @@ class E4ETrainer:
                 "discriminator_accuracy": ((real_pred > 0).float().mean() + (fake_pred < 0).float().mean()) / 2,
                 "discriminator_real_score": real_pred.mean().detach(),
                 "discriminator_fake_score": fake_pred.mean().detach()}
-        if self.step % cfg.d_reg_every == 0:
-            real_w = real_w.detach().requires_grad_(True)
-            real_pred = self.d_train(real_w)
-            r1 = r1_penalty(real_pred, real_w, gamma=cfg.r1, every=cfg.d_reg_every)
+        if self.step % self.cfg.d_reg_every == 0:
+            r1, r1_objective = self.discriminator_r1(real_w)
             self.d_opt.zero_grad(set_to_none=True)
-            (r1 + 0 * real_pred[0]).sum().backward()
+            r1_objective.backward()
             self.d_opt.step()
             logs["discriminator_r1_loss"] = r1.detach()
         self.disc.requires_grad_(False)  # the encoder step needs D's input gradient only
@@ -391,10 +301,35 @@ class E4ETrainer:
             st["w_pools"] = {"real": self.real_pool.state_dict(), "fake": self.fake_pool.state_dict()}
         return st
 
-    def save(self, name: str) -> Path:
+    def save(self, name: str = "last.pt") -> Path:
+        """Write the checkpoint (once per step: a second call at the same step returns the same file)."""
         path = self.ckpt_dir / name
+        if getattr(self, "_saved", None) == (name, self.step) and path.is_file():
+            return path
         atomic_torch_save(self.state(), path)
+        self._saved = (name, self.step)
         return path
+
+    def mark_best(self, last: Path) -> Path:
+        """best_model.pt = the checkpoint just written, as a hard link (no second copy on disk; a later
+        last.pt replaces its own name only, so the link keeps the best weights), a copy where the
+        filesystem has no links."""
+        import os
+        import shutil
+        best = self.ckpt_dir / "best_model.pt"
+        tmp = best.with_name(best.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(last, tmp)
+        except OSError:
+            shutil.copyfile(last, tmp)
+        tmp.replace(best)
+        # last.pt was written before this validation, so it records the previous best loss: the new one
+        # goes beside it (read back by resume)
+        from e4e.outputs import atomic_write
+        rec = json.dumps({"step": self.step, "loss": self.best_val})
+        atomic_write(self.ckpt_dir / "best.json", lambda f: f.write(rec), mode="w")
+        return best
 
     def resume(self, path=None) -> bool:
         path = Path(path) if path else self.ckpt_dir / "last.pt"
@@ -422,6 +357,11 @@ class E4ETrainer:
                 self.real_pool.load_state_dict(st["w_pools"]["real"])
                 self.fake_pool.load_state_dict(st["w_pools"]["fake"])
             self.step, self.best_val = int(st["global_step"]), st.get("best_val_loss")
+            best = self.ckpt_dir / "best.json"
+            if best.is_file():
+                rec = json.loads(best.read_text())
+                if rec.get("step", 1 << 62) <= self.step:
+                    self.best_val = rec.get("loss", self.best_val)
             rng = st["rng"]
             torch.set_rng_state(rng["torch"])
             random.setstate(_as_tuple(rng["python"]))
@@ -444,7 +384,9 @@ class E4ETrainer:
         self.inverter.encoder.eval()
         sums, n = {}, 0
         bs = self.cfg.test_batch_size
-        for b in range(min(self.cfg.val_batches, math.ceil(len(self.test_set) / bs))):
+        batches = min(self.cfg.val_batches, math.ceil(len(self.test_set) / bs))
+        for b in tqdm(range(batches), desc=f"validate @{self.step}", unit="batch", leave=False,
+                      disable=not self.info.main, dynamic_ncols=True):
             idx = range(b * bs, min((b + 1) * bs, len(self.test_set)))
             x = torch.stack([self.test_set[i] for i in idx]).to(self.dev)
             y_hat, codes = self.forward(x, stage, randomize_noise=False, ddp=False)
@@ -452,6 +394,8 @@ class E4ETrainer:
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
             n += len(idx)
+            if b == 0:  # the validation grid: test images | reconstructions
+                self.save_images(x, y_hat, f"val_{self.step:06d}.png")
         self.inverter.encoder.train(enc_mode)
         return {k: v / n for k, v in sums.items()}
 
@@ -489,7 +433,7 @@ class E4ETrainer:
             (self.exp / "opts.json").write_text(json.dumps(self.opts(), indent=2))
         writer = _tensorboard(self.exp / "tb") if info.main else None
         if info.main:
-            _truncate_log(self.exp / "log.jsonl", self.step)
+            truncate_log(self.exp / "log.jsonl", self.step)
         logf = open(self.exp / "log.jsonl", "a") if info.main else None
         self.inverter.encoder.train()
         if not cfg.train_decoder:
@@ -535,6 +479,8 @@ class E4ETrainer:
             if info.main and self.step % cfg.image_interval == 0:
                 self.save_images(x, y_hat.detach(), f"train_{self.step:06d}.png")
             if self.step % cfg.val_interval == 0 or self.step == cfg.max_steps:
+                # checkpoint first: a validation that crashes or is killed loses nothing
+                last = self.save("last.pt") if info.main and self.test_set is not None else None
                 val = self.validate(stage) if info.main else None
                 if val is not None:
                     logf.write(json.dumps({"val": val, "step": self.step}) + "\n")
@@ -543,7 +489,7 @@ class E4ETrainer:
                             writer.add_scalar(f"test/{k}", v, self.step)
                     if self.best_val is None or val["loss"] < self.best_val:
                         self.best_val = val["loss"]
-                        self.save("best_model.pt")
+                        self.mark_best(last)
             if self.step % save_every == 0 and info.main:
                 self.save("last.pt")
             D.barrier(info) if self.step % save_every == 0 else None
@@ -560,36 +506,6 @@ class E4ETrainer:
                 writer.close()
         D.barrier(info)
         return final
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the log rows of steps <= step: after a resume (or a kill -9 between a log row and the next
-    checkpoint) the rows of the replayed steps would otherwise appear twice. A torn last line goes too."""
-    if not path.is_file():
-        return
-    from e4e.outputs import atomic_write
-    keep, dropped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-            ok = isinstance(row, dict) and int(row.get("step", 0)) <= step
-        except (ValueError, TypeError):
-            ok = False
-        keep.append(line) if ok else None
-        dropped += not ok
-    if dropped:
-        atomic_write(path, lambda f: f.write("".join(f"{line}\n" for line in keep)), mode="w")
-
-
-def existing_run(exp: Path) -> str | None:
-    """Why `exp` already holds a training run (a checkpoint, or log rows), or None when it does not."""
-    for name in ("last.pt", "best_model.pt"):
-        if (exp / "checkpoints" / name).is_file():
-            return f"checkpoints/{name}"
-    log = exp / "log.jsonl"
-    if log.is_file() and log.stat().st_size:
-        return "log.jsonl (no checkpoint yet)"
-    return None
 
 
 def _as_tuple(x):
@@ -612,6 +528,8 @@ def train_e4e(cfg: E4ETrainConfig, resume: bool = False, log=print) -> Path:
     if found and not resume:
         raise E4EError(f"{cfg.exp_dir} already holds a run ({found}): pass --resume to continue it, or choose "
                        "another exp_dir to start a new one")
+    from e4e.outputs import writable_dir
+    writable_dir(cfg.exp_dir)  # before the models load: a bad exp_dir costs one line
     info = D.init(cfg.device)
     try:
         trainer = E4ETrainer(cfg, info, log=log)

@@ -4,7 +4,8 @@
   only when asked (`resume=True`); otherwise one line says so, so a finished run is never overwritten
   by accident. `resume=True` on a folder without a checkpoint is an error too.
 - `JsonlLog`: one JSON row per line, flushed as written; on resume the rows past the checkpoint's
-  step are dropped first (a run killed after logging but before saving would repeat them).
+  step are dropped first (`e4e.train.runs.truncate_log`: a run killed after logging but before saving
+  would repeat them).
 - `Deadline`: `--time-limit-min` as a host-side check (no GPU sync); under torchrun the ranks agree
   every `every` steps through one all-reduce.
 """
@@ -41,15 +42,9 @@ class JsonlLog:
         self._f = None
         if not enabled:
             return
-        if resume_step is not None and self.path.is_file():
-            keep = []
-            for line in self.path.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= resume_step:
-                        keep.append(line)
-                except json.JSONDecodeError:  # a line cut by a kill: drop it
-                    continue
-            self.path.write_text("".join(k + "\n" for k in keep))
+        if resume_step is not None:
+            from e4e.train.runs import truncate_log
+            truncate_log(self.path, resume_step)  # also drops a line cut by a kill
         self._f = open(self.path, "a")
 
     def write(self, row: dict) -> None:

@@ -1,0 +1,13 @@
+"""Result rows cached with a fingerprint: returned only for an equal fingerprint."""
+from e4e.resultcache import cached, save_cached
+
+
+def test_row_comes_back_only_for_the_same_fingerprint(tmp_path):
+    fp = {"images": "abc", "steps": 3}
+    assert cached(tmp_path, "e4e", fp) is None
+    save_cached(tmp_path, "e4e", fp, {"mse": 0.25})
+    assert cached(tmp_path, "e4e", dict(fp)) == {"mse": 0.25}
+    assert cached(tmp_path, "e4e", {**fp, "steps": 4}) is None
+    (tmp_path / "psp.json").write_text("{not json")
+    assert cached(tmp_path, "psp", fp) is None
+    assert not list(tmp_path.glob(".*.tmp"))

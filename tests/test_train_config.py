@@ -1,0 +1,120 @@
+"""`e4e train` options: config files, generated flags, presets, --dry-run, --resume RUN_DIR, and what a
+run writes (one checkpoint file, a validation grid)."""
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from e4e.cli import main
+from e4e.errors import E4EError
+from e4e.train.config import build_config, field_help
+from e4e.train.e4e import PRESETS, E4ETrainConfig, resolve_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_option_is_documented_and_listed_in_help(capsys):
+    docs = field_help(E4ETrainConfig)
+    assert set(docs) == {f.name for f in dataclasses.fields(E4ETrainConfig)} and all(docs.values())
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(E4ETrainConfig):
+        assert f"--{f.name}" in text, f.name
+        assert f"(default: {f.default!r})" in text, f.name
+    assert "--stylegan-weights" in text and "--generator" in text  # dashes and the old name still work
+
+
+@pytest.mark.parametrize("name", ["ffhq", "emoji", "avatars"])
+def test_shipped_configs_parse(name):
+    cfg = resolve_config(REPO / "configs" / f"{name}.yaml")
+    assert cfg.dataset_type in PRESETS and cfg.train_data and cfg.stylegan_weights
+    if name != "ffhq":
+        assert cfg.id_lambda == 0 and cfg.perceptual == "efficientnet"
+
+
+def test_ffhq_config_is_the_official_recipe():
+    cfg = resolve_config(REPO / "configs" / "ffhq.yaml")
+    assert (cfg.w_discriminator_lambda, cfg.progressive_start, cfg.id_lambda, cfg.use_w_pool,
+            cfg.start_from_latent_avg, cfg.max_steps, cfg.batch_size) == (0.1, 20000, 0.5, True, True, 200000, 8)
+
+
+def test_preset_defaults_then_file_then_flags(tmp_path):
+    assert resolve_config(None, ["dataset_type=emoji_encode"]).id_lambda == 0.0  # emoji has no ID network
+    assert resolve_config(None, ["dataset_type=ffhq_encode"]).id_lambda == 0.1  # the official default
+    (tmp_path / "c.yaml").write_text("dataset_type: emoji_encode\nid_lambda: 0.3\nbatch_size: 2\n")
+    cfg = resolve_config(tmp_path / "c.yaml", ["batch_size=16", "encoder_widths=[8,16,24,32]"])
+    assert (cfg.id_lambda, cfg.batch_size, cfg.encoder_widths) == (0.3, 16, [8, 16, 24, 32])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("batch_sise: 3\n", "unknown option"),
+    ("batch_size: three\n", "not a valid int"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("a: [\n", "cannot parse config"),
+])
+def test_bad_config_files_are_one_line(tmp_path, text, message):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(E4EError, match=message):
+        build_config(E4ETrainConfig, tmp_path / "c.yaml")
+
+
+def test_dry_run_prints_flags_resolved(capsys):
+    rc = main(["train", "--config", str(REPO / "configs" / "emoji.yaml"), "--max-steps", "7", "--generator", "g.pt",
+               "--use_w_pool", "false", "--bf16", "--dry-run"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert rc == 0 and cfg["max_steps"] == 7 and cfg["stylegan_weights"] == "g.pt"
+    assert cfg["use_w_pool"] is False and cfg["bf16"] is True and cfg["encoder_units"] == [2, 2, 3, 2]
+
+
+def test_resume_needs_a_run_folder(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a run folder (no opts.json)" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A 16 px generator and 12 images with a labels.csv train/test split."""
+    from e4e.checkpoints import save_rosinality
+    from e4e.imageio import to_pil
+    from e4e.nets.stylegan2 import Generator, GeneratorConfig
+    root = tmp_path_factory.mktemp("trainworld")
+    torch.manual_seed(0)
+    g = Generator(GeneratorConfig(size=16, style_dim=32, n_mlp=2, channel_max=16)).eval()
+    save_rosinality(root / "g.pt", g, latent_avg=g.mean_latent(500))
+    rows = ["file,split"]
+    with torch.no_grad():
+        img, _ = g(torch.randn(12, 32), randomize_noise=False)
+    for i, im in enumerate(to_pil(img.clamp(-1, 1))):
+        split = "test" if i >= 9 else "train"
+        (root / "data" / split).mkdir(parents=True, exist_ok=True)
+        im.save(root / "data" / split / f"{i}.png")
+        rows.append(f"{split}/{i}.png,{split}")
+    (root / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_run_writes_one_checkpoint_a_val_grid_and_resumes_from_its_folder(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--dataset-type", "emoji_encode", "--train-data", str(world / "data"), "--generator",
+            str(world / "g.pt"), "--exp-dir", str(run), "--max-steps", "2", "--batch-size", "2",
+            "--lpips-lambda", "0", "--optim-name", "adam", "--workers", "0", "--val-interval", "2",
+            "--encoder-widths", "[8,16,24,32]", "--encoder-units", "[1,1,1,1]", "--input-size", "16",
+            "--encoder-mode", "ir", "--test-batch-size", "3", "--threads", "1"]
+    assert main(args) == 0
+    ck = run / "checkpoints"
+    last, best = ck / "last.pt", ck / "best_model.pt"
+    # best_model.pt is the same file as last.pt (a hard link), not a second copy
+    assert last.is_file() and best.is_file() and last.stat().st_ino == best.stat().st_ino
+    assert sorted(p.name for p in ck.iterdir()) == ["best.json", "best_model.pt", "last.pt"]
+    assert (run / "images" / "val_000002.png").is_file()
+    # --resume RUN_DIR alone: the run's opts.json is the config; a flag still overrides
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--max-steps", "4", "--threads", "1"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    st = torch.load(last, map_location="cpu", weights_only=False)
+    assert st["global_step"] == 4
+    assert json.loads((run / "opts.json").read_text())["max_steps"] == 4

@@ -262,3 +262,46 @@ def test_path_length_penalty_matches_the_formula_on_a_linear_generator():
     img1 = torch.einsum("bsd,sdp->bp", one, A).reshape(1, 3, h, w)
     pen1, _, _ = path_length_penalty(img1, one, torch.tensor(0.0, dtype=torch.float64), decay=1.0)
     assert float(pen1) < 1e-24
+
+
+def test_assembled_step_against_an_in_test_reference(tmp_path):
+    """One GANTrainer.step (reference impl) against the D half of the step written out here: mixed W+ from
+    the drawn cut-off, DiffAugment with the drawn parameters, the softplus logistic loss, then (after D's
+    plain-Adam update) lazy R1 = gamma/2 * d_reg_every * E||dD/dx||^2."""
+    import torch.nn.functional as F
+    from e4e.train.augment import apply_augment
+    torch.manual_seed(0)
+    real = torch.rand(4, 3, 16, 16) * 2 - 1
+    c = cfg(tmp_path, mixing=1.0)
+    tr = GANTrainer(c)
+    r = _draw_with_noise(tr, 4, 16)
+    g0 = {k: v.clone() for k, v in tr.g.state_dict().items()}
+    d0 = {k: v.clone() for k, v in tr.d.state_dict().items()}
+    stats = tr.step(real, r)
+
+    from e4e.nets.stylegan2 import Generator
+    from e4e.train.stylegan import build_discriminator
+    g, d = Generator(c.generator_config()), build_discriminator(c)
+    g.load_state_dict(g0), d.load_state_dict(d0)
+
+    def latent(z, cut):
+        w = torch.stack([g.mapping(z[0]), g.mapping(z[1])])
+        layers = torch.arange(g.n_latent)
+        return torch.stack([w[0] if i < int(cut) else w[1] for i in layers.tolist()], 1)
+
+    z, cut = r["d_z"]
+    fake = g.synthesis(latent(z, cut), noise=r["noise"])
+    d_fake = d(apply_augment(fake, c.augment, r["aug_fake"]))
+    d_real = d(apply_augment(real, c.augment, r["aug_real"]))
+    d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+    torch.testing.assert_close(stats["d_loss"], d_loss.detach(), rtol=1e-5, atol=1e-6)
+    # R1 on the discriminator as it is after the main D update: replay that update with plain Adam
+    opt = torch.optim.Adam(d.parameters(), lr=tr.d_opt.param_groups[0]["lr"], betas=tr.d_opt.param_groups[0]["betas"])
+    opt.zero_grad()
+    d_loss.backward()
+    opt.step()
+    x = real.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(d(apply_augment(x, c.augment, r["aug_r1"])).sum(), x)
+    r1 = c.r1 / 2 * gx.pow(2).flatten(1).sum(1).mean() * c.d_reg_every
+    torch.testing.assert_close(stats["r1"], r1.detach(), rtol=1e-5, atol=1e-7)
+    assert int(r["d_z"][1]) < g.n_latent  # mixing=1.0: the cut-off always mixes

@@ -34,7 +34,7 @@ from e4e.nets.stylegan2 import Generator, GeneratorConfig
 from e4e.train import dist as D
 from e4e.train.augment import apply_augment, sample_augment
 from e4e.train.data import BatchPlan, DeviceImages, prefetch_batches
-from e4e.train.loop import Deadline, JsonlLog, claim_run_dir
+from e4e.train.runs import Deadline, JsonlLog, claim_run_dir
 
 IMPLS = ("fast", "reference")
 

@@ -15,7 +15,7 @@ def sample(generator, seeds, truncation: float = 1.0, latent_avg=None, device="c
     """-> (images (N,3,H,W) in about [-1,1], W latents (N, style_dim))."""
     generator = generator.to(device).eval()
     if truncation < 1 and latent_avg is None:
-        latent_avg = generator.mean_latent(100_000)
+        latent_avg = generator.mean_latent(100_000, seed=0)  # = checkpoints.io.seeded_mean_latent (a layer up)
     images, ws = [], []
     for i in tqdm(range(0, len(seeds), batch_size), desc="generate", unit="batch", leave=False, disable=not progress):
         chunk = seeds[i:i + batch_size]

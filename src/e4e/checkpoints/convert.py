@@ -19,8 +19,7 @@ from e4e.errors import E4EError
 from e4e.outputs import writable_file
 from e4e.nets.stylegan2 import Generator, GeneratorConfig
 
-MEAN_LATENT_N = 100_000
-MEAN_LATENT_SEED = 0
+from e4e.checkpoints.io import MEAN_LATENT_N, MEAN_LATENT_SEED, seeded_mean_latent  # noqa: F401 (re-exported)
 FORMATS = {"nvidia": "NVIDIA stylegan2-ada-pytorch .pkl", "rosinality": "rosinality StyleGAN2 .pt",
            "official": "official e4e/pSp .pt", "safetensors": "e4e .safetensors"}
 WRITABLE = ("rosinality", "official", "safetensors")
@@ -55,11 +54,6 @@ class Checkpoint:
 
 
 HOW_COMPUTED = f"the mean of mapping(z) over {MEAN_LATENT_N} seeded z (seed {MEAN_LATENT_SEED})"
-
-
-def seeded_mean_latent(generator: Generator) -> torch.Tensor:
-    """(1, D): what a file without latent_avg gets, the same every time for the same weights."""
-    return generator.mean_latent(MEAN_LATENT_N, seed=MEAN_LATENT_SEED)
 
 
 # -- reading ----------------------------------------------------------------------------------------------

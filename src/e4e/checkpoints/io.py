@@ -10,6 +10,17 @@ from torch import nn
 from e4e.errors import E4EError
 
 
+# The mean latent of a generator whose file has none: one seeded recipe everywhere (checkpoints, sampling,
+# trainers), so the same weights always get the same truncation centre.
+MEAN_LATENT_N = 100_000
+MEAN_LATENT_SEED = 0
+
+
+def seeded_mean_latent(generator) -> torch.Tensor:
+    """(1, D): what a file without latent_avg gets, the same every time for the same weights."""
+    return generator.mean_latent(MEAN_LATENT_N, seed=MEAN_LATENT_SEED)
+
+
 # torch's legacy (pre-zip) format opens with a pickle of the magic number 0x1950a86a20f9469cfc6c
 LEGACY_TORCH_MAGIC = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 

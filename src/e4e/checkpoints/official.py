@@ -3,7 +3,7 @@ from pathlib import Path
 
 import torch
 
-from e4e.checkpoints.io import load_state_dict_checked, strip_prefix, torch_load
+from e4e.checkpoints.io import load_state_dict_checked, seeded_mean_latent, strip_prefix, torch_load
 from e4e.checkpoints.rosinality import atomic_torch_save, infer_generator_config
 from e4e.errors import E4EError
 from e4e.nets.encoders import EncoderConfig, build_encoder
@@ -59,7 +59,7 @@ def inverter_from_official(ckpt: dict, where: str = "checkpoint", log=print):
         if latent_avg is None:
             log(f"{where}: start_from_latent_avg is set but the file has no latent_avg; computing it "
                 "(mean of mapping(z) over 1e5 seeded z)")
-            latent_avg = decoder.mean_latent(100_000)
+            latent_avg = seeded_mean_latent(decoder)
     return Inverter(encoder, decoder, latent_avg).eval()
 
 

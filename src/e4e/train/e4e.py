@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from e4e.checkpoints.io import seeded_mean_latent
 from e4e.checkpoints.rosinality import atomic_torch_save
 from e4e.errors import E4EError
 from e4e.train import dist as D
@@ -77,7 +78,7 @@ class E4ETrainer:
                 raise E4EError(f"stylegan_size={cfg.stylegan_size} but {cfg.stylegan_weights} is {g.size}px")
             if cfg.start_from_latent_avg and avg is None:
                 self.log(f"{cfg.stylegan_weights}: no latent_avg; computing it (mean of mapping(z) over 1e5 z)")
-                avg = g.mean_latent(100_000)
+                avg = seeded_mean_latent(g)
             kw = {}
             if cfg.encoder_widths:
                 kw["widths"] = tuple(cfg.encoder_widths)

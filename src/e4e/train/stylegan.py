@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from e4e.checkpoints.io import seeded_mean_latent
 from e4e.checkpoints.rosinality import load_gan_state, save_gan_state, save_rosinality
 from e4e.errors import E4EError
 from e4e.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
@@ -407,7 +408,6 @@ def train_gan(cfg: GANTrainConfig) -> Path:
         save()
     final = out / "generator.pt"
     if info.main:
-        from e4e.checkpoints.convert import seeded_mean_latent
         g_ema = tr.g_ema.cpu().use_grouped_conv(True)
         save_rosinality(final, g_ema, seeded_mean_latent(g_ema), args=asdict(cfg), step=tr.step_count)
         print(f"wrote {final}")

@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -187,8 +188,9 @@ def test_cli_align(tmp_path, capsys):
     assert main(["align", str(src), "-o", str(out), "--size", "128"]) == 0
     err = capsys.readouterr().err
     assert "no face found in" in err and "blank.png" in err
-    assert sorted(p.name for p in out.iterdir()) == ["face.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["alignment.json", "face.png"]  # quads for --paste-back
     assert Image.open(out / "face.png").size == (128, 128)
+    assert list(json.loads((out / "alignment.json").read_text())) == ["face"]  # keyed by latents name
     assert main(["align", str(src / "blank.png"), "-o", str(out)]) == 2
     assert "no face found in any" in capsys.readouterr().err
     assert main(["align", str(src / "face.jpg"), "-o", str(out), "--landmarks", str(tmp_path)]) == 2

@@ -151,8 +151,6 @@ def scatter_panels(panels: list[Panel], path, title: str = "", panel_size: tuple
     """Side-by-side scatter panels sharing one legend (one colour and marker per point name); saves PNG."""
     names = list(dict.fromkeys(n for p in panels for n, _, _ in p.points))
     styles = {n: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, n in enumerate(names)}
-    f = font(font_size)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     legend_h = font_size * 2 + 12
     title_h = font_size * 2 + 8 if title else 0
     width = panel_size[0] * max(1, len(panels))
@@ -164,18 +162,27 @@ def scatter_panels(panels: list[Panel], path, title: str = "", panel_size: tuple
         _draw_panel(img, (i * panel_size[0], title_h, (i + 1) * panel_size[0], title_h + panel_size[1]), p, styles,
                     font_size)
     # legend: one row, centred under the panels, in a box
+    _legend_row(draw, [(n, *styles[n]) for n in names], width, title_h + panel_size[1] + legend_h / 2, font_size,
+                box=True)
+    return _save(img, path)
+
+
+def _legend_row(draw, entries, width: int, y: float, font_size: int, box: bool) -> None:
+    """One centred row of (name, colour, marker) legend entries at height y, optionally boxed."""
+    f, probe = font(font_size), ImageDraw.Draw(Image.new("RGB", (1, 1)))
     r = max(5, font_size // 2)
-    entries = [(n, 2 * r + 8 + _text_size(probe, n, f)[0]) for n in names]
-    total = sum(w for _, w in entries) + 24 * max(0, len(entries) - 1)
+    widths = [2 * r + 8 + _text_size(probe, n, f)[0] for n, _, _ in entries]
+    total = sum(widths) + 24 * max(0, len(entries) - 1)
     x = (width - total) / 2
-    y = title_h + panel_size[1] + legend_h / 2
-    if entries:
+    if box and entries:
         draw.rectangle([x - 12, y - font_size, x + total + 12, y + font_size], outline="#888888")
-    for n, w in entries:
-        color, marker = styles[n]
+    for (n, color, marker), w in zip(entries, widths):
         _marker(draw, marker, x + r, y, r, color)
         draw.text((x + 2 * r + 8, y), n, font=f, fill="black", anchor="lm")
         x += w + 24
+
+
+def _save(img, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
@@ -245,16 +252,6 @@ def bar_panels(panels: list[BarPanel], path, title: str = "", panel_size: tuple[
     for i, p in enumerate(panels):
         x, y = (i % cols) * panel_size[0], title_h + (i // cols) * panel_size[1]
         _draw_bars(img, (x, y, x + panel_size[0], y + panel_size[1]), p, styles, font_size)
-    f, probe = font(font_size), ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    r = max(5, font_size // 2)
-    entries = [(n, 2 * r + 8 + _text_size(probe, n, f)[0]) for n in names]
-    x = (width - sum(w for _, w in entries) - 24 * max(0, len(entries) - 1)) / 2
-    y = title_h + rows * panel_size[1] + legend_h / 2
-    for n, w in entries:
-        _marker(draw, "square", x + r, y, r, styles[n][0])
-        draw.text((x + 2 * r + 8, y), n, font=f, fill="black", anchor="lm")
-        x += w + 24
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    _legend_row(draw, [(n, styles[n][0], "square") for n in names], width, title_h + rows * panel_size[1] + legend_h / 2,
+                font_size, box=False)
+    return _save(img, path)

@@ -24,7 +24,6 @@ import json
 import math
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from e4e.errors import E4EError
+from e4e.train.data import decode_uint8, to_float
 
 NON_LABEL_COLUMNS = ("file", "split", "seed")
 MAX_CLASSES = 64  # a categorical column with more distinct values is not a head (e.g. an id column)
@@ -136,27 +136,13 @@ def load_images_uint8(root, files: list[str], size: int, workers: int = 8, desc:
     from e4e.imageio import load_image
 
     root = Path(root)
-    buf = np.zeros((len(files), size, size, 3), dtype=np.uint8)
-
-    def one(i):
-        try:
-            buf[i] = np.asarray(load_image(root / files[i], size, fit="stretch"))
-            return None
-        except E4EError as e:
-            return str(e)
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        errors = list(tqdm(pool.map(one, range(len(files))), total=len(files), desc=desc, unit="img",
-                           leave=False, disable=len(files) < 2000))
-    bad = [e for e in errors if e is not None]
+    images, kept, bad = decode_uint8(lambda i: np.asarray(load_image(root / files[i], size, fit="stretch")),
+                                     len(files), workers, desc)
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s), first: {bad[0]}", stacklevel=2)
-    kept = [i for i, e in enumerate(errors) if e is None]
-    return torch.from_numpy(buf[kept]).permute(0, 3, 1, 2).contiguous(), kept
-
-
-def to_unit(x_u8: torch.Tensor) -> torch.Tensor:
-    return x_u8.float().div_(127.5).sub_(1.0)
+    if not kept:
+        images = torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return images, kept
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -173,7 +159,7 @@ def score(net, images_u8: torch.Tensor, labels: torch.Tensor, batch_size: int = 
     preds = []
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
     for b in range(0, len(images_u8), batch_size):
-        x = to_unit(images_u8[b:b + batch_size].to(dev, non_blocking=True))
+        x = to_float(images_u8[b:b + batch_size].to(dev, non_blocking=True))
         with amp:
             p = net.predict(x)
         preds.append(torch.stack([p[h] for h in heads], dim=1).cpu())
@@ -279,7 +265,7 @@ def _batch(images: torch.Tensor, plan, step: int, seed: int) -> tuple[torch.Tens
 
     dev = images.device
     idx = torch.as_tensor(plan.indices(step), device=dev)
-    x = to_unit(images[idx])
+    x = to_float(images[idx])
     flip = plan.flips(step).to(dev)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     gen = torch.Generator(device=dev).manual_seed(seed * 1_000_003 + step)

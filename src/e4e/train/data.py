@@ -57,6 +57,35 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(127.5).sub(1.0)
 
 
+def decode_uint8(load, n: int, threads: int = 8, desc: str = "decode") -> tuple[torch.Tensor, list[int], list[str]]:
+    """Decode n images in a thread pool into one uint8 tensor (K, 3, H, W): `load(i)` returns image i as an
+    (H, W, 3) uint8 array or raises E4EError. -> (tensor, kept indices, error lines); an image that fails, or
+    whose size differs from the first readable one, is left out (one error line each)."""
+    buf, kept, errors = None, [], []
+
+    def one(i):
+        try:
+            return load(i), None
+        except E4EError as e:
+            return None, str(e)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for i, (a, err) in enumerate(tqdm(pool.map(one, range(n), chunksize=64), total=n, desc=desc, unit="img",
+                                          leave=False, disable=n < 2000)):
+            if a is not None and buf is None:
+                buf = np.empty((n, *a.shape), dtype=np.uint8)
+            if a is not None and a.shape != buf.shape[1:]:
+                a, err = None, f"image {i}: {a.shape[1]}x{a.shape[0]}, not {buf.shape[2]}x{buf.shape[1]} like the first"
+            if a is None:
+                errors.append(err)
+                continue
+            buf[len(kept)] = a
+            kept.append(i)
+    if buf is None:
+        return torch.empty(0, 3, 0, 0, dtype=torch.uint8), kept, errors
+    return torch.from_numpy(buf[:len(kept)]).permute(0, 3, 1, 2).contiguous(), kept, errors
+
+
 class DeviceImages:
     """Every image of an ImageFolderDataset, decoded once, as a uint8 tensor on `device`."""
 
@@ -64,29 +93,10 @@ class DeviceImages:
         n = len(dataset)
         if n == 0:
             raise E4EError(f"{dataset.root}: no readable images")
-        first = dataset._load(0)
-        h, w = first.shape[:2]
-        host = torch.empty(n, 3, h, w, dtype=torch.uint8, pin_memory=torch.device(device).type == "cuda")
-        good = np.ones(n, dtype=bool)
-
-        def load(i):
-            try:
-                a = dataset._load(i)
-            except E4EError:
-                return i, None
-            return i, a
-
-        with ThreadPoolExecutor(max(1, threads)) as pool:
-            for i, a in tqdm(pool.map(load, range(n), chunksize=64), total=n, desc=desc, unit="img",
-                             leave=False, disable=n < 2000):
-                if a is None or a.shape[:2] != (h, w):
-                    good[i] = False
-                    continue
-                host[i] = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
-        if not good.all():
-            keep = torch.from_numpy(np.flatnonzero(good))
-            dataset.skipped.extend(dataset.paths[i] for i in np.flatnonzero(~good))
-            host = host[keep]
+        host, kept, _ = decode_uint8(dataset._load, n, threads, desc)
+        if len(kept) < n:
+            good = set(kept)
+            dataset.skipped.extend(p for i, p in enumerate(dataset.paths) if i not in good)
         self.images = host.to(device, non_blocking=True)
         self.device = torch.device(device)
         self._epoch, self._idx, self._flip = None, None, None

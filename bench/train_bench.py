@@ -21,6 +21,7 @@ config (IR-SE50 at 256 px, 1024 px generator, batch 8) and the avatar-128 config
 Weights and images are random: speed does not depend on their values.
 """
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -68,8 +69,7 @@ def gan_flops_per_step(cfg) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from e4e.train.stylegan import GANTrainer
-    tr = GANTrainer(cfg.__class__(**{**cfg.__dict__, "impl": "reference", "compile": "off"}),
-                    _info(cfg.device))
+    tr = GANTrainer(dataclasses.replace(cfg, impl="reference", compile="off"), _info(cfg.device))
     real = torch.rand(cfg.batch, 3, cfg.size, cfg.size, device=cfg.device) * 2 - 1
     cycle = cfg.d_reg_every
     with FlopCounterMode(display=False) as fc:
@@ -85,21 +85,13 @@ def _info(device):
 
 def time_gan(cfg, warmup: int, steps: int) -> dict:
     """Steps of the new trainer (either impl) fed as train_gan feeds them; -> rates and memory."""
-    from e4e.data.folder import ImageFolderDataset
-    from e4e.train.data import BatchPlan, DeviceImages, prefetch_batches
-    from e4e.train.stylegan import GANTrainer
+    from e4e.train.stylegan import GANTrainer, load_training_data, training_batches
     dev = torch.device(cfg.device)
-    ds = ImageFolderDataset(cfg.data, cfg.size)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    images, plan = load_training_data(cfg, dev)
     tr = GANTrainer(cfg, _info(cfg.device))
-    plan = BatchPlan(len(ds), cfg.batch, 0)
-    total = warmup + steps
-    if cfg.impl == "fast":
-        imgs = DeviceImages(ds, dev, threads=cfg.workers)
-        batches = ((s, imgs.batch(plan, s)) for s in range(total))
-    else:
-        batches = prefetch_batches(ds, plan, 0, total, workers=cfg.workers)
+    batches = training_batches(cfg, images, plan, 0, warmup + steps, tr.info)
     t = time.perf_counter()
     first = None
     for s, real in batches:

@@ -111,3 +111,24 @@ def test_official_bench_control_flow_on_cpu(tmp_path, monkeypatch, capsys):
     assert all(r["err"] == 0.0 for r in rows if r["case"] == "ours, fp32 strict")
     assert all("failed" not in r for r in rows)
     assert "| ours, no flags (default) | 8 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_train_bench_cpu_smoke(tmp_path):
+    """bench/train_bench.py runs both impls of the GAN trainer on the tiny config: one JSON row each, with
+    rates that agree with each other and a FLOP count shared by both (it counts the same arithmetic)."""
+    out = tmp_path / "rows.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "train_bench.py"), "--device", "cpu", "--configs", "tiny",
+                        "--impls", "reference", "fast", "--warmup", "1", "--steps", "2", "--images", "16",
+                        "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [(x["config"], x["impl"], x["batch"]) for x in rows] == [("tiny", "reference", 4), ("tiny", "fast", 4)]
+    for x in rows:
+        assert x["images_per_s"] == pytest.approx(x["steps_per_s"] * 4, rel=1e-9)
+        assert x["ms_per_step"] == pytest.approx(1000 / x["steps_per_s"], rel=1e-9)
+        assert x["flops_per_step"] > 0
+        assert x["tflops"] == pytest.approx(x["flops_per_step"] * x["steps_per_s"] / 1e12, rel=1e-9)
+        assert 0 < x["floor_share"] < 1  # below the matmul peak measured in the same run
+    assert rows[0]["flops_per_step"] == rows[1]["flops_per_step"]
+    assert "| gan | tiny | fast | 4 |" in r.stdout

@@ -330,7 +330,8 @@ class GANTrainer:
                 torch.cuda.set_rng_state(rng["cuda"], self.info.device)
 
 
-def _load_data(cfg: GANTrainConfig, info, dev):
+def load_training_data(cfg: GANTrainConfig, dev):
+    """-> (images: DeviceImages (impl=fast) or the ImageFolderDataset (reference), BatchPlan)."""
     from e4e.data.folder import ImageFolderDataset
     ds = ImageFolderDataset(cfg.data, cfg.size, hflip=False)
     if len(ds) == 0:
@@ -345,6 +346,14 @@ def _load_data(cfg: GANTrainConfig, info, dev):
     return images, BatchPlan(n, cfg.batch, cfg.seed, hflip=cfg.hflip)
 
 
+def training_batches(cfg: GANTrainConfig, images, plan: BatchPlan, start: int, stop: int, info):
+    """Yields (step, this rank's real batch) for steps start..stop-1: gathered on the device (impl=fast) or
+    decoded from disk ahead of the model in a thread pool (reference)."""
+    if cfg.impl == "fast":
+        return ((s, images.batch(plan, s, info.rank, info.world)) for s in range(start, stop))
+    return prefetch_batches(images, plan, start, stop, info.rank, info.world, cfg.workers)
+
+
 def train_gan(cfg: GANTrainConfig) -> Path:
     info = D.init(cfg.device)
     dev = info.device
@@ -352,7 +361,7 @@ def train_gan(cfg: GANTrainConfig) -> Path:
     ckpt_path = out / "checkpoint.pt"
     resume_from = claim_run_dir(out, "checkpoint.pt", cfg.resume, info.main)
     D.barrier(info)
-    images, plan = _load_data(cfg, info, dev)
+    images, plan = load_training_data(cfg, dev)
     tr = GANTrainer(cfg, info)
     if resume_from is not None:
         tr.load_state(load_gan_state(resume_from), resume_from)
@@ -372,10 +381,7 @@ def train_gan(cfg: GANTrainConfig) -> Path:
             save_gan_state(ckpt_path, **tr.state())
         D.barrier(info)
 
-    if cfg.impl == "fast":
-        batches = ((s, images.batch(plan, s, info.rank, info.world)) for s in range(tr.step_count, cfg.steps))
-    else:
-        batches = prefetch_batches(images, plan, tr.step_count, cfg.steps, info.rank, info.world, cfg.workers)
+    batches = training_batches(cfg, images, plan, tr.step_count, cfg.steps, info)
     stopped_early = False
     for s, real in batches:
         if deadline.passed(s, info):

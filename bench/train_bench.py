@@ -126,8 +126,9 @@ def time_old_gan(path: Path, cfg, steps: int) -> dict:
     a, b = len(rows) // 3, len(rows) - 1
     sps = (rows[b]["step"] - rows[a]["step"]) / (times[b] - times[a])
     peak = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == "cuda" else float("nan")
+    # its log has no per-step time, so the first step's (compile-free) wait is not known: left empty
     return dict(steps_per_s=sps, images_per_s=sps * cfg.batch, ms_per_step=1e3 / sps, peak_gib=peak,
-                first_step_s=times[0] / rows[0]["step"] if rows else None)
+                first_step_s=None)
 
 
 def e4e_rows(device, configs, steps, peak):

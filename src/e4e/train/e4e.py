@@ -28,7 +28,7 @@ from e4e.train import dist as D
 from e4e.train.data import BatchPlan, prefetch_batches  # noqa: F401 (BatchPlan re-exported)
 # the options and presets live in e4e.train.options (no torch there, so `e4e train --help` is instant)
 from e4e.train.options import DERIVED_OPTS, PRESET_DEFAULTS, PRESETS, E4ETrainConfig, resolve_config  # noqa: F401
-from e4e.train.runs import existing_run, truncate_log
+from e4e.train.runs import Deadline, existing_run, truncate_log
 
 
 def progressive_stage(step: int, cfg: E4ETrainConfig, n_styles: int) -> int | str:
@@ -408,17 +408,6 @@ class E4ETrainer:
         save_grid(pairs.clamp(-1, 1), self.exp / "images" / name, nrow=2)
 
     # -- main loop -------------------------------------------------------------------------------
-    def _time_is_up(self, step: int, deadline: float) -> bool:
-        if deadline == float("inf"):
-            return False
-        if self.info.world == 1:
-            return time.time() > deadline
-        # Ranks must agree on the step they stop at; the agreement costs a GPU sync, so ask every 10 steps.
-        if step % 10:
-            return False
-        stop = torch.tensor(float(time.time() > deadline), device=self.dev)
-        return float(D.all_reduce_mean(stop, self.info)) > 0
-
     def _mean_over_ranks(self, logs: dict) -> dict:
         """Logged scalars are means over the global batch, not rank 0's share of it."""
         if self.info.world == 1 or not logs:
@@ -441,12 +430,12 @@ class E4ETrainer:
             self.inverter.decoder.eval()
         amp = torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=cfg.bf16 and self.dev.type == "cuda")
         save_every = cfg.save_interval or cfg.max_steps
-        deadline = time.time() + cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else float("inf")
+        deadline = Deadline(cfg.time_limit_min)
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", disable=not info.main, dynamic_ncols=True)
         t0, s0 = time.time(), self.step
         data = prefetch_batches(self.train_set, self.plan, self.step, cfg.max_steps, info.rank, info.world, cfg.workers)
         for step, x in data:
-            if self._time_is_up(step, deadline):
+            if deadline.passed(step, info):
                 self.log(f"time limit of {cfg.time_limit_min} min reached at step {step}") if info.main else None
                 break
             x = x.to(self.dev, non_blocking=True)

@@ -98,8 +98,11 @@ class Deadline:
         self.every = max(1, every)
 
     def passed(self, step: int, info=None) -> bool:
+        if self.end == float("inf"):
+            return False
         if info is None or info.world <= 1:
             return time.time() > self.end
+        # ranks must agree on the step they stop at; the agreement costs a GPU sync, so ask every `every` steps
         if step % self.every:
             return False
         from e4e.train import dist as D

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from e4e.errors import E4EError
 from e4e.train.data import decode_uint8, to_float
+from e4e.train.runs import Deadline
 
 NON_LABEL_COLUMNS = ("file", "split", "seed")
 MAX_CLASSES = 64  # a categorical column with more distinct values is not a head (e.g. an id column)
@@ -349,7 +350,7 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, stop_at: int | None 
 
     heads = ncfg.heads()
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-    deadline = time.time() + cfg.time_limit_min * 60 if cfg.time_limit_min > 0 else float("inf")
+    deadline = Deadline(cfg.time_limit_min)
     last = min(steps, stop_at) if stop_at is not None else steps
     paths["log"].parent.mkdir(parents=True, exist_ok=True)
     logf = open(paths["log"], "a")
@@ -358,7 +359,7 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, stop_at: int | None 
     t0, s0, stopped = time.time(), step, None
     try:
         while step < last:
-            if time.time() > deadline:
+            if deadline.passed(step):
                 stopped = f"time limit of {cfg.time_limit_min} min reached at step {step}"
                 break
             for g in opt.param_groups:

@@ -28,7 +28,7 @@ from e4e.train import dist as D
 from e4e.train.data import BatchPlan, prefetch_batches  # noqa: F401 (BatchPlan re-exported)
 # the options and presets live in e4e.train.options (no torch there, so `e4e train --help` is instant)
 from e4e.train.options import DERIVED_OPTS, PRESET_DEFAULTS, PRESETS, E4ETrainConfig, resolve_config  # noqa: F401
-from e4e.train.runs import Deadline, existing_run, truncate_log
+from e4e.train.runs import Deadline, JsonlLog, existing_run
 
 
 def progressive_stage(step: int, cfg: E4ETrainConfig, n_styles: int) -> int | str:
@@ -422,9 +422,7 @@ class E4ETrainer:
             self.exp.mkdir(parents=True, exist_ok=True)
             (self.exp / "opts.json").write_text(json.dumps(self.opts(), indent=2))
         writer = _tensorboard(self.exp / "tb") if info.main else None
-        if info.main:
-            truncate_log(self.exp / "log.jsonl", self.step)
-        logf = open(self.exp / "log.jsonl", "a") if info.main else None
+        logf = JsonlLog(self.exp / "log.jsonl", resume_step=self.step, enabled=info.main)
         self.inverter.encoder.train()
         if not cfg.train_decoder:
             self.inverter.decoder.eval()
@@ -459,8 +457,7 @@ class E4ETrainer:
                 row = {k: round(float(v), 6) for k, v in logs.items()}
                 row.update(step=self.step, stage=self.n_styles - 1 if stage == "inference" else stage,
                            steps_per_s=round((self.step - s0) / max(elapsed, 1e-9), 3), time_s=round(elapsed, 3))
-                logf.write(json.dumps(row) + "\n")
-                logf.flush()
+                logf.write(row)
                 if writer:
                     for k, v in row.items():
                         if k != "step":
@@ -473,7 +470,7 @@ class E4ETrainer:
                 last = self.save("last.pt") if info.main and self.test_set is not None else None
                 val = self.validate(stage) if info.main else None
                 if val is not None:
-                    logf.write(json.dumps({"val": val, "step": self.step}) + "\n")
+                    logf.write({"val": val, "step": self.step})
                     if writer:
                         for k, v in val.items():
                             writer.add_scalar(f"test/{k}", v, self.step)

@@ -1,95 +1,130 @@
 #!/usr/bin/env bash
-# The GPU runs that made the embedded avatar model (docs/model_card.md), one phase per device call of at
-# most 10 minutes. Run from the repository root on the GPU machine; results go to $OUT (files <= 16 MiB).
-#   a: build the 60k avatar set, train the two attribute networks (background), train the generator
-#   b: continue the generator (needs phase a's run folder on the same machine)
-#   c: e4e and pSp encoders side by side on the trained generator
-# Env: GEN_MIN (generator minutes in this phase), ENC_MIN (encoder minutes).
+# The GPU run that makes the embedded avatar model (docs/model_card_avatar.md) in one device lease.
+# A device call may last 10 minutes, so the work runs in a detached driver that outlives each call while
+# the machine stays warm, and short calls watch it and bring its exports back:
+#   start      install the carried wheels, launch the driver (setsid), then `watch` until WATCH_S
+#   watch      wait until WATCH_S seconds have passed since this call began, or the driver is done, then
+#              copy runs/export/* (every file <= 16 MiB) to $OUT and print where the run stands
+#   driver     (internal) build the 60k avatar set; train the 128 px generator for GEN_MIN minutes
+#              (compile included); then the e4e and pSp encoders side by side for ENC_MIN minutes;
+#              after each stage write fp16 safetensors parts of its weights to runs/export/
+# Env: GEN_MIN, ENC_MIN, WATCH_S; COUNT, GEN_SET, ENC_SET (extra key=value settings: CPU smoke tests).
 set -euo pipefail
-PHASE=${1:?phase a, b or c}
+PHASE=${1:?phase: start, watch or driver}
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/e4e-inductor}
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD/src
-else
-  export PYTHONPATH=$PWD/src
-fi
+export PYTHONPATH=/tmp/site:$PWD/src
 OUT=${OUT:-out/gpu}
-mkdir -p "$OUT" runs
 E4E="python3 -m e4e.cli"
-GEN=(--data data/avatars --out runs/g128 --size 128 --batch 64
-     --set style_dim=512 n_mlp=8 channel_multiplier=1 channel_max=256 bf16=true workers=16 log_every=100
-           sample_every=2000 save_every=2000 steps=10000000)
+mkdir -p "$OUT" runs/export runs/keep
 
-export_gen() {
-  python3 - "$OUT" <<'PY'
-import sys, torch
+export_encoder() {  # export_encoder RUN: its encoder as fp16 parts, latent_avg (fp32) and opts beside them
+  python3 - "$1" <<'PY'
+import json, sys, torch
+from safetensors.torch import save_file
 from e4e.checkpoints.parts import save_parts
-out = sys.argv[1]
-ck = torch.load("runs/g128/checkpoint.pt", map_location="cpu", weights_only=True)
-print("step", ck["step"])
-for k in ("g_ema", "g", "d"):
-    save_parts(ck[k], f"{out}/g128_{k}", dtype=torch.float16)
+run = sys.argv[1]
+ck = torch.load(f"runs/{run}/checkpoints/last.pt", map_location="cpu", weights_only=True)
+enc = {k[len("encoder."):]: v for k, v in ck["state_dict"].items() if k.startswith("encoder.")}
+save_parts(enc, f"runs/export/{run}_encoder", dtype=torch.float16)
+save_file({"latent_avg": ck["latent_avg"].float().contiguous()}, f"runs/keep/{run}_latent_avg.safetensors")
+json.dump(ck["opts"], open(f"runs/keep/{run}_opts.json", "w"), indent=1, default=str)
+print("exported", run, "step", ck["global_step"])
 PY
-  tar czf "$OUT/g128_logs.tgz" runs/g128/log.jsonl runs/g128/config.json $(ls runs/g128/sample_*.png | tail -3) \
-      $(ls runs/attr/*.json runs/attr/*.safetensors 2>/dev/null || true)
+}
+
+driver() {
+  local t
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  python3 -c "import torch; print('torch', torch.__version__)"
+  t=$(date +%s)
+  $E4E data avatars data/avatars --size 128 --count "${COUNT:-60000}" --workers "$(nproc)" -q
+  echo "dataset built in $(( $(date +%s) - t )) s"
+  # the generator: avatar-128 config of docs/benchmarks.md; time limit counts compile
+  $E4E train-generator --data data/avatars --out runs/g128 --size 128 --batch 64 --time-limit-min "${GEN_MIN:-14}" \
+      --set style_dim=512 n_mlp=8 channel_multiplier=1 channel_max=256 bf16=true workers=16 log_every=100 \
+            sample_every=1000 save_every=1000 steps=10000000 ${GEN_SET:-} > runs/g128.out 2>&1 \
+    || { tr '\r' '\n' < runs/g128.out | tail -n 30; echo "compiled generator run failed: eager, resuming"
+         $E4E train-generator --data data/avatars --out runs/g128 --size 128 --batch 64 $([ -f runs/g128/checkpoint.pt ] && echo --resume) \
+           --time-limit-min "${GEN_MIN_FALLBACK:-8}" --set style_dim=512 n_mlp=8 channel_multiplier=1 channel_max=256 \
+           bf16=true workers=16 log_every=100 sample_every=1000 save_every=1000 steps=10000000 compile=off ${GEN_SET:-} \
+           > runs/g128.out 2>&1 || echo "generator failed"; }
+  tr '\r' '\n' < runs/g128.out | grep -v "it/s" | tail -4
+  python3 - <<'PY'
+import torch
+from e4e.checkpoints.parts import save_parts
+ck = torch.load("runs/g128/checkpoint.pt", map_location="cpu", weights_only=True)
+for k in ("g_ema", "g", "d"):
+    save_parts(ck[k], f"runs/export/g128_{k}", dtype=torch.float16)
+print("generator exported at step", ck["step"])
+PY
+  cp runs/g128/log.jsonl runs/keep/g128_log.jsonl
+  tar czf runs/export/g128_logs.tgz runs/keep runs/g128.out runs/g128/config.json $(ls runs/g128/sample_*.png | tail -3)
+  # encoders: same data, losses and budget; pSp without the editability terms
+  local common=(--dataset_type avatar_encode --train_data data/avatars --stylegan_weights runs/g128/generator.pt
+    --encoder_mode ir_se --encoder_widths 32,48,64,128 --encoder_units 2,2,3,2 --encoder_head_width 64
+    --perceptual efficientnet --perceptual_weights .carry/effnet/efficientnet-lite0-57934424.pth
+    --lpips_lambda 0.8 --l2_lambda 1.0 --id_lambda 0.5 --sim_weights models/avatar/sim_resnet_A.safetensors
+    --learning_rate 3e-4 --batch_size 32 --test_batch_size 64 --val_batches 8 --workers 6 --bf16 true
+    --max_steps 1000000 --val_interval 1000 --image_interval 500 --board_interval 50 --save_interval 500
+    --time_limit_min "${ENC_MIN:-7}")
+  $E4E train "${common[@]}" --exp_dir runs/e4e --encoder_type Encoder4Editing --w_discriminator_lambda 0.1 \
+      --use_w_pool true --progressive_start 300 --progressive_step_every 100 --delta_norm_lambda 2e-4 \
+      ${ENC_SET:-} > runs/e4e.out 2>&1 &
+  local pe4e=$!
+  $E4E train "${common[@]}" --exp_dir runs/psp --encoder_type GradualStyleEncoder --w_discriminator_lambda 0 \
+      --delta_norm_lambda 0 ${ENC_SET:-} > runs/psp.out 2>&1 &
+  local ppsp=$!
+  wait $pe4e || echo "e4e training failed"
+  wait $ppsp || echo "pSp training failed"
+  for r in e4e psp; do
+    tr '\r' '\n' < runs/$r.out | grep -v "it/s" | tail -3
+    [ -f runs/$r/checkpoints/last.pt ] && { export_encoder $r || echo "export of $r failed"; }
+    cp runs/$r/log.jsonl runs/keep/${r}_log.jsonl 2>/dev/null || true
+  done
+  tar czf runs/export/enc_logs.tgz runs/keep runs/*.out $(ls runs/e4e/images/* runs/psp/images/* 2>/dev/null | tail -6)
+  echo done > runs/driver.done
+}
+
+watch() {
+  local t0=$1 limit=${WATCH_S:-540}
+  while [ $(( $(date +%s) - t0 )) -lt "$limit" ] && [ ! -f runs/driver.done ]; do sleep 5; done
+  echo "--- $(( $(date +%s) - t0 )) s; driver log:"; tail -n 12 runs/driver.log || true
+  # while the generator trains: its EMA weights so far and newest samples (a lost lease keeps them)
+  if [ ! -f runs/export/g128_g_ema.part0.safetensors ] && [ -f runs/g128/checkpoint.pt ]; then
+    python3 -c "
+import torch; from e4e.checkpoints.parts import save_parts
+ck = torch.load('runs/g128/checkpoint.pt', map_location='cpu', weights_only=True)
+save_parts(ck['g_ema'], '$OUT/g128_mid_g_ema', dtype=torch.float16); print('mid export at step', ck['step'])" || true
+    s=$(ls runs/g128/sample_*.png 2>/dev/null | tail -1); [ -n "$s" ] && cp "$s" "$OUT/"
+  fi
+  for f in runs/g128.out runs/e4e.out runs/psp.out; do
+    [ -f $f ] && { echo "--- $f"; tr '\r' '\n' < $f | tail -n 2; }
+  done
+  tail -n 1 runs/g128/log.jsonl 2>/dev/null || true
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
+  # newest exports first, at most 8 files; files already brought back are not sent again
+  mkdir -p runs/sent
+  local n; n=$(ls "$OUT" | wc -l)
+  for f in $(ls -t runs/export/ 2>/dev/null); do
+    if [ $n -lt 8 ] && ! cmp -s runs/export/$f runs/sent/$f; then
+      cp runs/export/$f "$OUT/" && cp runs/export/$f runs/sent/$f && n=$((n + 1))
+    fi
+  done
+  ls -la "$OUT"
 }
 
 case $PHASE in
-a)
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python3 -c "import torch; print('torch', torch.__version__)"
-  t=$(date +%s)
-  $E4E data avatars data/avatars --size 128 --count 60000 --workers 16 -q
-  echo "dataset built in $(( $(date +%s) - t )) s"; du -sh data/avatars
-  (PY=python3 MINUTES=1.0 bench/train_attribute_nets.sh data/avatars runs/attr > runs/attr.log 2>&1 || echo "attribute nets failed" >> runs/attr.log) &
-  $E4E train-generator "${GEN[@]}" --time-limit-min "${GEN_MIN:-5}" 2>&1 | grep -v "it/s]$" | tail -20 \
-    || { echo "compiled run failed: eager fallback"; rm -rf runs/g128;
-         $E4E train-generator "${GEN[@]}" compile=off --time-limit-min "${GEN_MIN:-5}" 2>&1 | tail -20; }
-  wait
-  tail -5 runs/attr.log
-  export_gen
+start)
+  t0=$(date +%s)
+  if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  fi
+  rm -f runs/driver.done
+  setsid nohup bash "$0" driver > runs/driver.log 2>&1 < /dev/null &
+  sleep 2
+  watch "$t0"
   ;;
-b)  # a fresh machine: rebuild the set, train the generator from scratch (phase a's 509 steps were a trial)
-  t=$(date +%s)
-  $E4E data avatars data/avatars --size 128 --count 60000 --workers 16 -q
-  echo "dataset built in $(( $(date +%s) - t )) s"
-  mkdir -p runs/attr
-  $E4E train-generator "${GEN[@]}" --time-limit-min "${GEN_MIN:-7}" > runs/g128.out 2>&1 \
-    || { tail -c 3000 runs/g128.out; echo "compiled run failed: eager fallback"; rm -rf runs/g128;
-         $E4E train-generator "${GEN[@]}" compile=off --time-limit-min "${GEN_MIN:-7}" > runs/g128.out 2>&1; }
-  tr '\r' '\n' < runs/g128.out | grep -v "it/s" | tail -8
-  export_gen
-  ;;
-c)  # a fresh machine: rebuild the set; old vs reference trainer rows; continue the generator (eager) from
-    # phase b's weights (RESUME_PARTS: g128_{g,d,g_ema} parts; Adam moments restart), RESUME_STEP steps done
-  t=$(date +%s)
-  $E4E data avatars data/avatars --size 128 --count 60000 --workers 16 -q
-  echo "dataset built in $(( $(date +%s) - t )) s"
-  python3 bench/train_bench.py --configs avatar128 --impls old reference --old-trainer .carry/old_stylegan.py \
-      --warmup 8 --steps 32 --images 512 --json "$OUT/train_bench.json" 2>&1 | grep -v "it/s" | tail -8
-  python3 - "${RESUME_PARTS:?}" "${RESUME_STEP:?}" <<'PY'
-import sys, torch
-from e4e.checkpoints.parts import load_parts
-from e4e.checkpoints.rosinality import save_gan_state
-from e4e.train.config import build_config
-from e4e.train.stylegan import GANTrainConfig, GANTrainer
-from pathlib import Path
-parts, step = sys.argv[1], int(sys.argv[2])
-cfg = build_config(GANTrainConfig, None, ["size=128", "batch=64", "style_dim=512", "n_mlp=8", "channel_multiplier=1",
-                                          "channel_max=256", "bf16=true", "device=cuda", "compile=off"])
-tr = GANTrainer(cfg)
-for k, m in (("g", tr.g), ("d", tr.d), ("g_ema", tr.g_ema)):
-    sd = load_parts(f"{parts}/g128_{k}")
-    m.load_state_dict({n: v.float() for n, v in sd.items()})
-tr.step_count = step
-Path("runs/g128").mkdir(parents=True, exist_ok=True)
-save_gan_state("runs/g128/checkpoint.pt", **tr.state())
-print("seeded runs/g128 at step", step)
-PY
-  $E4E train-generator "${GEN[@]}" compile=off --resume --time-limit-min "${GEN_MIN:-4.5}" > runs/g128.out 2>&1 || true
-  tr '\r' '\n' < runs/g128.out | grep -v "it/s" | tail -6
-  export_gen
-  ;;
+watch) watch "$(date +%s)" ;;
+driver) driver ;;
+*) echo "unknown phase $PHASE"; exit 2 ;;
 esac
-ls -la "$OUT"

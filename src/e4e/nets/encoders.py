@@ -101,6 +101,9 @@ class EncoderConfig:
     `units` and `widths` shrink the model for tests and tiny embedded models: `units` (4 ints) overrides
     the bottleneck count per stage that num_layers implies, `widths` (4 ints) the stage widths.
     `input_size` is the image side the heads are laid out for (official: 256, heads at 1/16, 1/8, 1/4).
+    `head_width` is the style heads' conv width (0: style_dim, the official layout); a narrower head ends
+    in an EqualLinear(head_width, style_dim), which keeps small models small (a 512-wide head is 2.4M
+    parameters per conv).
     """
     kind: str = "e4e"  # "e4e" | "psp"
     num_layers: int = 50
@@ -110,6 +113,7 @@ class EncoderConfig:
     widths: tuple[int, int, int, int] = OFFICIAL_WIDTHS
     units: tuple[int, int, int, int] | None = None
     input_size: int = 256
+    head_width: int = 0
 
     def __post_init__(self):
         if self.kind not in ("e4e", "psp"):
@@ -124,6 +128,9 @@ class EncoderConfig:
         self.units = tuple(int(u) for u in self.units) if self.units is not None else stage_units(self.num_layers)
         if len(self.widths) != 4 or len(self.units) != 4 or min(self.widths) < 1 or min(self.units) < 1:
             raise E4EError(f"encoder needs 4 positive stage widths and unit counts, got {self.widths}, {self.units}")
+        self.head_width = int(self.head_width) or self.style_dim
+        if self.head_width < 1:
+            raise E4EError(f"encoder head_width must be >= 1 (0: style_dim), got {self.head_width}")
 
     @property
     def n_styles(self) -> int:
@@ -137,7 +144,7 @@ class EncoderConfig:
         """
         try:
             n_styles = sum(1 for k in state if k.startswith("styles.") and k.endswith(".linear.weight"))
-            style_dim = state["styles.0.linear.weight"].shape[0]
+            style_dim, head_width = state["styles.0.linear.weight"].shape
             head0_convs = sum(1 for k in state if k.startswith("styles.0.convs.") and k.endswith(".weight"))
             body_widths = []
             while f"body.{len(body_widths)}.res_layer.3.weight" in state:
@@ -157,20 +164,22 @@ class EncoderConfig:
         num_layers = next((n for n, u in UNITS_PER_STAGE.items() if u == units), 50)
         mode = "ir_se" if "body.0.res_layer.5.fc1.weight" in state else "ir"
         return cls(kind=kind, num_layers=num_layers, mode=mode, stylegan_size=2 ** ((n_styles + 2) // 2),
-                   style_dim=int(style_dim), widths=tuple(widths), units=units, input_size=16 * 2 ** head0_convs)
+                   style_dim=int(style_dim), widths=tuple(widths), units=units, input_size=16 * 2 ** head0_convs,
+                   head_width=int(head_width))
 
 
 class GradualStyleBlock(nn.Module):
-    """A style head: stride-2 convs with LeakyReLU(0.01) down to 1x1, then an EqualLinear."""
+    """A style head: stride-2 convs (width out_ch) with LeakyReLU(0.01) down to 1x1, then an EqualLinear
+    to style_dim (official: style_dim = out_ch)."""
 
-    def __init__(self, in_ch: int, out_ch: int, spatial: int):
+    def __init__(self, in_ch: int, out_ch: int, spatial: int, style_dim: int | None = None):
         super().__init__()
         self.out_ch = out_ch
         layers = []
         for i in range(int(math.log2(spatial))):
             layers += [nn.Conv2d(in_ch if i == 0 else out_ch, out_ch, 3, stride=2, padding=1), nn.LeakyReLU(0.01)]
         self.convs = nn.Sequential(*layers)
-        self.linear = EqualLinear(out_ch, out_ch, lr_mul=1)
+        self.linear = EqualLinear(out_ch, style_dim or out_ch, lr_mul=1)
 
     def forward(self, x):
         return self.linear(self.convs(x).view(-1, self.out_ch))
@@ -202,7 +211,7 @@ class _PyramidEncoder(nn.Module):
         heads = []
         for i in range(self.n_styles):
             spatial = s // 16 if i < self.coarse_ind else s // 8 if i < self.middle_ind else s // 4
-            heads.append(GradualStyleBlock(w[3], cfg.style_dim, spatial))
+            heads.append(GradualStyleBlock(w[3], cfg.head_width, spatial, cfg.style_dim))
         self.styles = nn.ModuleList(heads)
         self.latlayer1 = nn.Conv2d(w[2], w[3], 1)
         self.latlayer2 = nn.Conv2d(w[1], w[3], 1)

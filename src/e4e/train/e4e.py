@@ -84,6 +84,8 @@ class E4ETrainer:
                 kw["widths"] = tuple(cfg.encoder_widths)
             if cfg.encoder_units:
                 kw["units"] = tuple(cfg.encoder_units)
+            if cfg.encoder_head_width:
+                kw["head_width"] = cfg.encoder_head_width
             ecfg = EncoderConfig(kind="e4e" if cfg.encoder_type == "Encoder4Editing" else "psp",
                                  num_layers=cfg.num_layers, mode=cfg.encoder_mode, stylegan_size=g.size,
                                  style_dim=g.style_dim, input_size=cfg.input_size or max(preset["size"]), **kw)

@@ -46,6 +46,7 @@ class E4ETrainConfig:
     encoder_mode: str = "ir_se"  # backbone blocks: ir_se (official) or ir
     encoder_widths: list[int] | None = None  # small models: the 4 stage widths, e.g. [32,48,64,128]
     encoder_units: list[int] | None = None  # small models: blocks per stage, e.g. [2,2,3,2]
+    encoder_head_width: int = 0  # small models: style-head conv width (0: the style dimension, official)
     input_size: int = 0  # encoder input size; 0: the preset's
     start_from_latent_avg: bool = True  # add the generator's mean W to the encoder's codes
     checkpoint_path: str = ""  # initialise from an e4e checkpoint (official .pt or ours)

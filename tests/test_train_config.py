@@ -118,3 +118,10 @@ def test_run_writes_one_checkpoint_a_val_grid_and_resumes_from_its_folder(world,
     st = torch.load(last, map_location="cpu", weights_only=False)
     assert st["global_step"] == 4
     assert json.loads((run / "opts.json").read_text())["max_steps"] == 4
+
+
+def test_list_options_accept_a_bare_comma_list_and_one_value(tmp_path):
+    cfg = resolve_config(None, ["encoder_widths=32,48,64,128", "encoder_units=[2, 2, 3, 2]"])
+    assert (cfg.encoder_widths, cfg.encoder_units) == ([32, 48, 64, 128], [2, 2, 3, 2])
+    with pytest.raises(E4EError, match="encoder_widths"):
+        resolve_config(None, ["encoder_widths=32,x"])

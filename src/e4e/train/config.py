@@ -37,6 +37,10 @@ def _coerce(name: str, value, typ):
         if origin in (list, tuple):
             if isinstance(value, str):
                 value = yaml.safe_load(value)
+                if isinstance(value, str):  # a bare comma list: 32,48,64,128
+                    value = [v.strip() for v in value.split(",") if v.strip()]
+                elif not isinstance(value, (list, tuple)):
+                    value = [value]
             inner = typing.get_args(typ)[0] if typing.get_args(typ) else str
             return [_coerce(name, v, inner) for v in value]
         if origin is dict or typ is dict:

@@ -32,6 +32,36 @@ print("exported", run, "step", ck["global_step"])
 PY
 }
 
+encoder_flags() {  # encoder_flags GENERATOR KIND EXP_DIR MINUTES
+  local common=(--dataset_type avatar_encode --train_data data/avatars --stylegan_weights "$1"
+    --encoder_mode ir_se --encoder_widths 32,48,64,128 --encoder_units 2,2,3,2 --encoder_head_width 64
+    --perceptual efficientnet --perceptual_weights .carry/effnet/efficientnet-lite0-57934424.pth
+    --lpips_lambda 0.8 --l2_lambda 1.0 --id_lambda 0.5 --sim_weights models/avatar/sim_resnet_A.safetensors
+    --learning_rate 3e-4 --batch_size 32 --test_batch_size 64 --val_batches 8 --workers 6 --bf16 true
+    --max_steps 1000000 --val_interval 1000 --image_interval 500 --board_interval 50 --save_interval 500
+    --exp_dir "$3" --time_limit_min "$4")
+  if [ "$2" = e4e ]; then
+    echo "${common[@]}" --encoder_type Encoder4Editing --w_discriminator_lambda 0.1 --use_w_pool true \
+      --progressive_start 300 --progressive_step_every 100 --delta_norm_lambda 2e-4 ${ENC_SET:-}
+  else
+    echo "${common[@]}" --encoder_type GradualStyleEncoder --w_discriminator_lambda 0 --delta_norm_lambda 0 ${ENC_SET:-}
+  fi
+}
+
+encoder_smoke() {
+  python3 - <<'PY'
+from e4e.checkpoints.io import seeded_mean_latent
+from e4e.checkpoints.rosinality import save_rosinality
+from e4e.nets.stylegan2 import Generator, GeneratorConfig
+g = Generator(GeneratorConfig(size=128, style_dim=512, n_mlp=8, channel_multiplier=1, channel_max=256))
+save_rosinality("runs/smoke_g.pt", g, seeded_mean_latent(g))
+PY
+  for k in e4e psp; do
+    $E4E train $(encoder_flags runs/smoke_g.pt $k runs/smoke_$k 0.7) --max_steps 40 --save_interval 20 --val_interval 20 \
+      --progressive_start 5 --progressive_step_every 2 2>&1 | tr '\r' '\n' | grep -v "it/s]$" | tail -n 4 || echo "$k smoke FAILED"
+  done
+}
+
 driver() {
   local t
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -39,6 +69,7 @@ driver() {
   t=$(date +%s)
   $E4E data avatars data/avatars --size 128 --count "${COUNT:-60000}" --workers "$(nproc)" -q
   echo "dataset built in $(( $(date +%s) - t )) s"
+  encoder_smoke > runs/smoke.out 2>&1 &  # both encoder trainers on a random generator: fail early, not at the end
   # the generator: avatar-128 config of docs/benchmarks.md; time limit counts compile
   $E4E train-generator --data data/avatars --out runs/g128 --size 128 --batch 64 --time-limit-min "${GEN_MIN:-14}" \
       --set style_dim=512 n_mlp=8 channel_multiplier=1 channel_max=256 bf16=true workers=16 log_every=100 \
@@ -60,19 +91,9 @@ PY
   cp runs/g128/log.jsonl runs/keep/g128_log.jsonl
   tar czf runs/export/g128_logs.tgz runs/keep runs/g128.out runs/g128/config.json $(ls runs/g128/sample_*.png | tail -3)
   # encoders: same data, losses and budget; pSp without the editability terms
-  local common=(--dataset_type avatar_encode --train_data data/avatars --stylegan_weights runs/g128/generator.pt
-    --encoder_mode ir_se --encoder_widths 32,48,64,128 --encoder_units 2,2,3,2 --encoder_head_width 64
-    --perceptual efficientnet --perceptual_weights .carry/effnet/efficientnet-lite0-57934424.pth
-    --lpips_lambda 0.8 --l2_lambda 1.0 --id_lambda 0.5 --sim_weights models/avatar/sim_resnet_A.safetensors
-    --learning_rate 3e-4 --batch_size 32 --test_batch_size 64 --val_batches 8 --workers 6 --bf16 true
-    --max_steps 1000000 --val_interval 1000 --image_interval 500 --board_interval 50 --save_interval 500
-    --time_limit_min "${ENC_MIN:-7}")
-  $E4E train "${common[@]}" --exp_dir runs/e4e --encoder_type Encoder4Editing --w_discriminator_lambda 0.1 \
-      --use_w_pool true --progressive_start 300 --progressive_step_every 100 --delta_norm_lambda 2e-4 \
-      ${ENC_SET:-} > runs/e4e.out 2>&1 &
+  $E4E train $(encoder_flags runs/g128/generator.pt e4e runs/e4e "${ENC_MIN:-7}") > runs/e4e.out 2>&1 &
   local pe4e=$!
-  $E4E train "${common[@]}" --exp_dir runs/psp --encoder_type GradualStyleEncoder --w_discriminator_lambda 0 \
-      --delta_norm_lambda 0 ${ENC_SET:-} > runs/psp.out 2>&1 &
+  $E4E train $(encoder_flags runs/g128/generator.pt psp runs/psp "${ENC_MIN:-7}") > runs/psp.out 2>&1 &
   local ppsp=$!
   wait $pe4e || echo "e4e training failed"
   wait $ppsp || echo "pSp training failed"
@@ -97,7 +118,7 @@ ck = torch.load('runs/g128/checkpoint.pt', map_location='cpu', weights_only=True
 save_parts(ck['g_ema'], '$OUT/g128_mid_g_ema', dtype=torch.float16); print('mid export at step', ck['step'])" || true
     s=$(ls runs/g128/sample_*.png 2>/dev/null | tail -1); [ -n "$s" ] && cp "$s" "$OUT/"
   fi
-  for f in runs/g128.out runs/e4e.out runs/psp.out; do
+  for f in runs/smoke.out runs/g128.out runs/e4e.out runs/psp.out; do
     [ -f $f ] && { echo "--- $f"; tr '\r' '\n' < $f | tail -n 2; }
   done
   tail -n 1 runs/g128/log.jsonl 2>/dev/null || true
@@ -126,5 +147,6 @@ start)
   ;;
 watch) watch "$(date +%s)" ;;
 driver) driver ;;
+smoke) encoder_smoke ;;
 *) echo "unknown phase $PHASE"; exit 2 ;;
 esac

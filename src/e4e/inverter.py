@@ -77,11 +77,22 @@ class Inverter(nn.Module):
         return {"encoder": asdict(self.encoder.cfg), "generator": asdict(self.decoder.cfg),
                 "output_size": self.output_size}
 
-    def save(self, path, info: dict | None = None) -> None:
+    def save(self, path, info: dict | None = None, dtype: torch.dtype | None = None,
+             with_generator: bool = True) -> None:
+        """e4e's .safetensors. dtype (e.g. torch.float16): storage of the network weights (loading casts
+        back to float32; latent_avg stays float32). with_generator=False writes the encoder alone: then
+        info["generator_from"] must say where the generator is ("embedded" or a file beside this one)."""
         from e4e.checkpoints.native import save_native
-        tensors = {"latent_avg": self.latent_avg} if self.latent_avg is not None else {}
-        save_native(path, {"encoder": self.encoder.state_dict(), "generator": self.decoder.state_dict()},
-                    self.configs(), tensors=tensors, info=info)
+
+        def cast(sd):
+            return {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v for k, v in sd.items()}
+        if not with_generator and not (info or {}).get("generator_from"):
+            raise ValueError("an encoder-only file needs info['generator_from']")
+        tensors = {"latent_avg": self.latent_avg.float()} if self.latent_avg is not None else {}
+        parts = {"encoder": cast(self.encoder.state_dict())}
+        if with_generator:
+            parts["generator"] = cast(self.decoder.state_dict())
+        save_native(path, parts, self.configs(), tensors=tensors, info=info)
 
 
 def build_inverter(encoder_cfg: EncoderConfig, generator_cfg: GeneratorConfig, latent_avg=None,

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from e4e.errors import E4EError
 
-DEFAULT_INVERTER = "e4e_emoji64.safetensors"
+DEFAULT_INVERTER = "e4e_avatar128.safetensors"
 
 
 def default_inverter_path() -> Path:

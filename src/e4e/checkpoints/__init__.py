@@ -41,7 +41,9 @@ def load_inverter(path, log=print):
         raise E4EError(f"{path}: no such file")
     found = sniff_format(path)
     if found == "safetensors":
-        parts, configs, extra, _ = load_native(path)
+        parts, configs, extra, info = load_native(path)
+        if "encoder" in parts and "generator" not in parts and info.get("generator_from"):
+            parts, configs = _borrow_generator(path, info["generator_from"], parts, configs)
         if "encoder" not in parts or "generator" not in parts:
             raise E4EError(f"{path}: holds {', '.join(parts)}; an inverter needs an encoder and a generator")
         return inverter_from_native(parts, configs, extra, path.name)
@@ -53,6 +55,25 @@ def load_inverter(path, log=print):
         raise E4EError(f"{path}: not an e4e/pSp checkpoint (expected 'state_dict' with encoder.* keys, "
                        "or an e4e .safetensors file)")
     return inverter_from_official(ckpt, path.name, log=log)
+
+
+def _borrow_generator(path, source: str, parts: dict, configs: dict):
+    """An encoder-only file (a second encoder for a shipped generator, e.g. the pSp baseline beside the
+    embedded e4e model) names where its generator is: "embedded" or a file beside it."""
+    from pathlib import Path
+
+    from e4e.errors import E4EError
+    if source == "embedded":
+        from e4e.assets import default_inverter_path
+        src = default_inverter_path()
+    else:
+        src = Path(path).parent / source
+    if not src.is_file():
+        raise E4EError(f"{path}: its generator is in {src}, which is missing")
+    g_parts, g_configs, _, _ = load_native(src)
+    if "generator" not in g_parts:
+        raise E4EError(f"{path}: {src} holds no generator")
+    return {**parts, "generator": g_parts["generator"]}, {**configs, "generator": g_configs["generator"]}
 
 
 __all__ = ["load_generator", "load_inverter", "atomic_torch_save", "generator_from_state", "infer_generator_config", "is_native",

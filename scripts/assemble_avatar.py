@@ -1,0 +1,76 @@
+"""Build the shipped avatar models from what `scripts/avatar_gpu.sh` brings back.
+
+In: a folder with g128_g_ema.part*.safetensors (generator EMA), e4e_encoder.part* and psp_encoder.part*
+(fp16 parts), runs/keep/{e4e,psp}_latent_avg.safetensors, runs/keep/{e4e,psp}_opts.json and
+runs/g128/config.json (from the export tarballs). Out (fp16 storage, float32 latent_avg):
+  src/e4e/assets/e4e_avatar128.safetensors   the embedded e4e model: encoder + generator
+  models/avatar/psp_avatar128.safetensors    the pSp baseline: encoder only, generator_from "embedded"
+  models/avatar/state/                       with --state: g and d parts, to resume the GAN run later
+Usage: python scripts/assemble_avatar.py RUN_DIR [--state]
+"""
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from e4e.checkpoints.parts import load_parts
+from e4e.inverter import Inverter
+from e4e.nets.encoders import EncoderConfig, build_encoder
+from e4e.nets.stylegan2 import Generator
+from e4e.train.stylegan import GANTrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--state", action="store_true", help="also copy the g/d parts to models/avatar/state")
+    a = ap.parse_args()
+    run = a.run
+    gan = json.loads((run / "runs/g128/config.json").read_text())
+    gan_cfg = GANTrainConfig(**{k: v for k, v in gan.items() if k in GANTrainConfig.__dataclass_fields__})
+    log = [json.loads(line) for line in (run / "runs/keep/g128_log.jsonl").read_text().splitlines() if line.strip()]
+    g = Generator(gan_cfg.generator_config())
+    g.load_state_dict({k: v.float() for k, v in load_parts(run / "g128_g_ema").items()})
+    for kind, name, dest in (("e4e", "e4e", ROOT / "src/e4e/assets/e4e_avatar128.safetensors"),
+                             ("psp", "psp", ROOT / "models/avatar/psp_avatar128.safetensors")):
+        sd = {k: v.float() for k, v in load_parts(run / f"{name}_encoder").items()}
+        opts = json.loads((run / f"runs/keep/{name}_opts.json").read_text())
+        enc = build_encoder(EncoderConfig.from_state_dict(sd, kind=kind))
+        enc.load_state_dict(sd)
+        avg = load_file(str(run / f"runs/keep/{name}_latent_avg.safetensors"))["latent_avg"]
+        inv = Inverter(enc, g, avg, output_size=None).eval()
+        info = {"steps": opts.get("max_steps") and _last_step(run / f"runs/keep/{name}_log.jsonl"),
+                "encoder_type": opts["encoder_type"], "dataset_type": opts["dataset_type"],
+                "generator_steps": log[-1]["step"], "generator_kimg": round(log[-1]["step"] * gan_cfg.batch / 1000, 1),
+                "trained": "scripts/avatar_gpu.sh on one H200; docs/model_card_avatar.md"}
+        if kind == "psp":
+            info["generator_from"] = "embedded"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        inv.save(dest, info=info, dtype=torch.float16, with_generator=kind == "e4e")
+        print(f"wrote {dest} ({dest.stat().st_size / 2**20:.1f} MiB)")
+    if a.state:
+        state = ROOT / "models/avatar/state"
+        state.mkdir(parents=True, exist_ok=True)
+        for f in sorted(run.glob("g128_[gd].part*.safetensors")):
+            shutil.copyfile(f, state / f.name)
+        (state / "config.json").write_text(json.dumps(gan, indent=2))
+        (state / "README.md").write_text(
+            f"Resumable state of the avatar GAN run at step {log[-1]['step']} ({log[-1]['step'] * gan_cfg.batch} "
+            "images): g and d as fp16 parts (g_ema is the generator of src/e4e/assets/e4e_avatar128.safetensors;"
+            " Adam moments were not kept). `scripts/avatar_gpu.sh` resumes from here; delete this folder once "
+            "the final weights land.\n")
+        print(f"wrote {state}")
+
+
+def _last_step(path: Path) -> int:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return int(rows[-1]["step"]) if rows else 0
+
+
+if __name__ == "__main__":
+    main()

@@ -29,11 +29,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--state", action="store_true", help="also copy the g/d parts to models/avatar/state")
+    ap.add_argument("--gan-step", type=int, help="the generator's step (default: runs/keep/g128_state.json)")
     a = ap.parse_args()
     run = a.run
     gan = json.loads((run / "runs/g128/config.json").read_text())
     gan_cfg = GANTrainConfig(**{k: v for k, v in gan.items() if k in GANTrainConfig.__dataclass_fields__})
     log = [json.loads(line) for line in (run / "runs/keep/g128_log.jsonl").read_text().splitlines() if line.strip()]
+    state_file = run / "runs/keep/g128_state.json"
+    step = a.gan_step or (json.loads(state_file.read_text())["step"] if state_file.is_file() else log[-1]["step"])
     g = Generator(gan_cfg.generator_config())
     g.load_state_dict({k: v.float() for k, v in load_parts(run / "g128_g_ema").items()})
     for kind, name, dest in (("e4e", "e4e", ROOT / "src/e4e/assets/e4e_avatar128.safetensors"),
@@ -46,7 +49,7 @@ def main():
         inv = Inverter(enc, g, avg, output_size=None).eval()
         info = {"steps": opts.get("max_steps") and _last_step(run / f"runs/keep/{name}_log.jsonl"),
                 "encoder_type": opts["encoder_type"], "dataset_type": opts["dataset_type"],
-                "generator_steps": log[-1]["step"], "generator_kimg": round(log[-1]["step"] * gan_cfg.batch / 1000, 1),
+                "generator_steps": step, "generator_kimg": round(step * gan_cfg.batch / 1000, 1),
                 "trained": "scripts/avatar_gpu.sh on one H200; docs/model_card_avatar.md"}
         if kind == "psp":
             info["generator_from"] = "embedded"
@@ -59,8 +62,9 @@ def main():
         for f in sorted(run.glob("g128_[gd].part*.safetensors")):
             shutil.copyfile(f, state / f.name)
         (state / "config.json").write_text(json.dumps(gan, indent=2))
+        (state / "state.json").write_text(json.dumps({"step": step, "images": step * gan_cfg.batch}))
         (state / "README.md").write_text(
-            f"Resumable state of the avatar GAN run at step {log[-1]['step']} ({log[-1]['step'] * gan_cfg.batch} "
+            f"Resumable state of the avatar GAN run at step {step} ({step * gan_cfg.batch} "
             "images): g and d as fp16 parts (g_ema is the generator of src/e4e/assets/e4e_avatar128.safetensors;"
             " Adam moments were not kept). `scripts/avatar_gpu.sh` resumes from here; delete this folder once "
             "the final weights land.\n")

@@ -8,7 +8,9 @@
 #   driver     (internal) build the 60k avatar set; train the 128 px generator for GEN_MIN minutes
 #              (compile included); then the e4e and pSp encoders side by side for ENC_MIN minutes;
 #              after each stage write fp16 safetensors parts of its weights to runs/export/
-# Env: GEN_MIN, ENC_MIN, WATCH_S; COUNT, GEN_SET, ENC_SET (extra key=value settings: CPU smoke tests).
+# Env: GEN_MIN, ENC_MIN, WATCH_S; RESUME=1 continues the GAN run kept in models/avatar/state (g, d) and
+# the embedded generator (g_ema); COUNT, GEN_SET, ENC_SET (extra settings: CPU smoke tests).
+# A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is loaded first.
 set -euo pipefail
 PHASE=${1:?phase: start, watch or driver}
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/e4e-inductor}
@@ -62,6 +64,30 @@ PY
   done
 }
 
+seed_from_state() {  # runs/g128/checkpoint.pt from models/avatar/state (g, d) + the embedded generator (g_ema)
+  python3 - <<'PY'
+import json
+from pathlib import Path
+from e4e.checkpoints.native import load_native
+from e4e.checkpoints.parts import load_parts
+from e4e.checkpoints.rosinality import save_gan_state
+from e4e.train.stylegan import GANTrainConfig, GANTrainer
+st = Path("models/avatar/state")
+gan = json.loads((st / "config.json").read_text())
+step = json.loads((st / "state.json").read_text())["step"]
+cfg = GANTrainConfig(**{k: v for k, v in gan.items() if k in GANTrainConfig.__dataclass_fields__})
+cfg.device, cfg.compile, cfg.resume = "cuda", "off", False
+tr = GANTrainer(cfg)
+parts, _, _, _ = load_native("src/e4e/assets/e4e_avatar128.safetensors")
+for m, sd in ((tr.g, load_parts(st / "g128_g")), (tr.d, load_parts(st / "g128_d")), (tr.g_ema, parts["generator"])):
+    m.load_state_dict({k: v.float() for k, v in sd.items()})
+tr.step_count = step
+Path("runs/g128").mkdir(parents=True, exist_ok=True)
+save_gan_state("runs/g128/checkpoint.pt", **tr.state())
+print("seeded runs/g128 at step", step, "(Adam moments start afresh)")
+PY
+}
+
 driver() {
   local t
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -70,10 +96,16 @@ driver() {
   $E4E data avatars data/avatars --size 128 --count "${COUNT:-60000}" --workers "$(nproc)" -q
   echo "dataset built in $(( $(date +%s) - t )) s"
   encoder_smoke > runs/smoke.out 2>&1 &  # both encoder trainers on a random generator: fail early, not at the end
+  local resume=""
+  if [ -n "${RESUME:-}" ]; then seed_from_state && resume=--resume; fi
+  local cache=""
+  if ls .carry/compile_cache.bin* >/dev/null 2>&1; then
+    cat $(ls .carry/compile_cache.bin* | sort) > /tmp/compile_cache.bin && cache="compile_cache=/tmp/compile_cache.bin"
+  fi
   # the generator: avatar-128 config of docs/benchmarks.md; time limit counts compile
-  $E4E train-generator --data data/avatars --out runs/g128 --size 128 --batch 64 --time-limit-min "${GEN_MIN:-14}" \
+  $E4E train-generator --data data/avatars --out runs/g128 --size 128 --batch 64 --time-limit-min "${GEN_MIN:-14}" $resume \
       --set style_dim=512 n_mlp=8 channel_multiplier=1 channel_max=256 bf16=true workers=16 log_every=100 \
-            sample_every=1000 save_every=1000 steps=10000000 ${GEN_SET:-} > runs/g128.out 2>&1 \
+            sample_every=1000 save_every=1000 steps=10000000 $cache ${GEN_SET:-} > runs/g128.out 2>&1 \
     || { tr '\r' '\n' < runs/g128.out | tail -n 30; echo "compiled generator run failed: eager, resuming"
          $E4E train-generator --data data/avatars --out runs/g128 --size 128 --batch 64 $([ -f runs/g128/checkpoint.pt ] && echo --resume) \
            --time-limit-min "${GEN_MIN_FALLBACK:-8}" --set style_dim=512 n_mlp=8 channel_multiplier=1 channel_max=256 \
@@ -81,13 +113,16 @@ driver() {
            > runs/g128.out 2>&1 || echo "generator failed"; }
   tr '\r' '\n' < runs/g128.out | grep -v "it/s" | tail -4
   python3 - <<'PY'
-import torch
+import json, torch
 from e4e.checkpoints.parts import save_parts
 ck = torch.load("runs/g128/checkpoint.pt", map_location="cpu", weights_only=True)
 for k in ("g_ema", "g", "d"):
     save_parts(ck[k], f"runs/export/g128_{k}", dtype=torch.float16)
 print("generator exported at step", ck["step"])
+json.dump({"step": ck["step"]}, open("runs/keep/g128_state.json", "w"))
 PY
+  # the compile cache for the next fresh machine (files come back at <= 16 MiB: split)
+  [ -f runs/g128/compile_cache.bin ] && split -b 15M -d runs/g128/compile_cache.bin runs/export/compile_cache.bin.
   cp runs/g128/log.jsonl runs/keep/g128_log.jsonl
   tar czf runs/export/g128_logs.tgz runs/keep runs/g128.out runs/g128/config.json $(ls runs/g128/sample_*.png | tail -3)
   # encoders: same data, losses and budget; pSp without the editability terms

@@ -178,3 +178,23 @@ def test_no_flag_cuda_default_is_fast_and_close():
     assert (codes - ref_codes).abs().max() / ref_codes.abs().max() < 5e-3
     strict_img, _ = prepare(inv, "fp32", impl="ref")(x)  # the strict path: shared form, fp32, rounding only
     assert (strict_img - ref_img).abs().max() / ref_img.abs().max() < 1e-5
+
+
+@pytest.mark.slow
+def test_portable_compile_cache_round_trip(monkeypatch, tmp_path):
+    """What one process compiled, saved to one file, warms a fresh cache folder (another machine)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "a"))
+    torch._dynamo.reset()
+    torch.compiler.reset()
+    fn = torch.compile(lambda x: torch.nn.functional.leaky_relu(x * 3 + 1, 0.2).sum(1))
+    x = torch.randn(4, 8)
+    want = fn(x)
+    n = fast.save_portable_cache(tmp_path / "cache.bin")
+    assert n > 0 and (tmp_path / "cache.bin").stat().st_size == n
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "b"))  # an empty cache, as on a new machine
+    torch._dynamo.reset()
+    assert fast.load_portable_cache(tmp_path / "cache.bin")
+    torch.testing.assert_close(fn(x), want)
+    assert not fast.load_portable_cache(tmp_path / "missing.bin")
+    (tmp_path / "bad.bin").write_bytes(b"not a cache")
+    assert not fast.load_portable_cache(tmp_path / "bad.bin")  # a cold compile, never a crash

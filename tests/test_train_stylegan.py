@@ -347,3 +347,20 @@ def test_resumes_bit_identically_after_kill_9(tmp_path, impl):
                       for x in open(tmp_path / d / "log.jsonl")]  # noqa: E731
     assert [r["step"] for r in rows("killed")] == list(range(1, 8))
     assert rows("killed") == rows("straight")
+
+
+def test_compiled_run_loads_then_writes_the_portable_compile_cache(tmp_path, monkeypatch):
+    """The hook only (compiling itself is tested in test_fast): a compiled run loads compile_cache first
+    and writes OUT/compile_cache.bin once, after its first logged step."""
+    import e4e.fast
+    make_data(tmp_path / "data")
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)  # "compiled", without the CPU compile wait
+    monkeypatch.setattr(e4e.fast, "load_portable_cache", lambda p: calls.append(("load", str(p))) or True)
+    monkeypatch.setattr(e4e.fast, "save_portable_cache", lambda p: calls.append(("save", str(p))) or 123)
+    train_gan(cfg(tmp_path, steps=3, impl="fast", compile="on", compile_cache=str(tmp_path / "c.bin")))
+    assert calls == [("load", str(tmp_path / "c.bin")), ("save", str(tmp_path / "run" / "compile_cache.bin"))]
+    calls.clear()
+    train_gan(cfg(tmp_path, out=str(tmp_path / "eager"), steps=2, impl="fast", compile="off",
+                  compile_cache=str(tmp_path / "c.bin")))
+    assert calls == []  # nothing compiled: nothing to load or keep

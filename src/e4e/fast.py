@@ -126,6 +126,33 @@ def enable_compile_caches() -> Path:
     return d
 
 
+def save_portable_cache(path) -> int:
+    """Write every compile artifact this process made (FX/AOT graphs, Triton kernels, autotuning:
+    PyTorch's "mega-cache") to one file that another machine of the same GPU and torch can load, so a
+    fresh machine skips most of the compile wait. -> bytes written (0: nothing compiled yet)."""
+    from e4e.outputs import atomic_write
+    got = torch.compiler.save_cache_artifacts()
+    if not got or not got[0]:
+        return 0
+    data = got[0]
+    atomic_write(path, lambda f: f.write(data), mode="wb")
+    return len(data)
+
+
+def load_portable_cache(path) -> bool:
+    """Load a file of save_portable_cache before compiling; -> whether anything was loaded. A file from
+    another torch version or a corrupt one is skipped (compiling from scratch is always correct)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    enable_compile_caches()
+    try:
+        return torch.compiler.load_cache_artifacts(path.read_bytes()) is not None
+    except Exception as e:  # noqa: BLE001 - any failure just means a cold compile
+        print(f"{path}: compile cache not loaded ({type(e).__name__}); compiling from scratch")
+        return False
+
+
 def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int | None = None,
             compile_mode: str | None = None, impl: str | None = None):
     """-> fn(x) -> (images (B, 3, size, size), W+ codes (B, n_styles, style_dim)), both float32.

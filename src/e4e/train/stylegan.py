@@ -72,6 +72,7 @@ class GANTrainConfig:
     workers: int = 4  # reference impl: decoding threads; fast impl: threads that load the dataset once
     impl: str = "fast"  # fast | reference (see the module docstring)
     compile: str = "auto"  # auto (on for impl=fast on CUDA, single process) | on | off
+    compile_cache: str = ""  # portable compile cache to load first (each compiled run writes OUT/compile_cache.bin)
     resume: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -375,6 +376,11 @@ def train_gan(cfg: GANTrainConfig) -> Path:
     D.barrier(info)
     images, plan = load_training_data(cfg, dev)
     tr = GANTrainer(cfg, info)
+    cache_saved = not (tr.compiled and info.main)
+    if tr.compiled and cfg.compile_cache:
+        from e4e.fast import load_portable_cache
+        if load_portable_cache(cfg.compile_cache) and info.main:
+            print(f"loaded the compile cache {cfg.compile_cache}")
     if resume_from is not None:
         tr.load_state(load_gan_state(resume_from), resume_from)
         if info.main:
@@ -414,6 +420,12 @@ def train_gan(cfg: GANTrainConfig) -> Path:
                            images_per_s=round((step - s0) * cfg.batch / el, 1))
                 log.write(row)
                 bar.set_postfix(d=row["d_loss"], g=row["g_loss"])
+            if not cache_saved:  # every graph has compiled by the first log: keep them for a fresh machine
+                from e4e.fast import save_portable_cache
+                cache_saved = True
+                n = save_portable_cache(out / "compile_cache.bin")
+                if n:
+                    print(f"wrote {out / 'compile_cache.bin'} ({n / 2**20:.1f} MiB)")
         if info.main and (step % cfg.sample_every == 0 or step == cfg.steps):
             from e4e.imageio import save_grid
             with torch.no_grad():

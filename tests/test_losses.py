@@ -145,7 +145,9 @@ def test_id_loss_hand_computed():
     y_hat = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 1, 1, 2).requires_grad_()
     y = torch.tensor([[0.6, 0.8], [0.0, 1.0]]).view(2, 1, 1, 2)
     x = torch.tensor([[0.0, 1.0], [0.6, 0.8]]).view(2, 1, 1, 2)
-    loss, improvement, logs = loss_fn(y_hat, y, x)
+    res = loss_fn(y_hat, y, x)
+    loss, improvement, logs = res.loss, float(res.improvement), res.logs
+    assert res.improvement.ndim == 0 and not res.improvement.requires_grad  # no host sync in the step
     # <y_hat, y> = 0.6, 1.0 -> loss = mean(0.4, 0.0); <y, x> = 0.8, 0.8 -> improvement mean(-0.2, 0.2)
     assert float(loss.detach()) == pytest.approx(0.2)
     assert improvement == pytest.approx(0.0)
@@ -163,7 +165,8 @@ def test_id_loss_on_official_arcface_fixture(tmp_path, fx):
     torch.save(state_dict_from_manifest(fx.manifest), weights)
     data = load_npz(fx["npz"])
     x256, emb = data["x256"], data["id_feats"].double()
-    loss, improvement, logs = IDLoss.from_weights(weights)(x256[:1], x256[1:2], x256[:1])
+    res = IDLoss.from_weights(weights)(x256[:1], x256[1:2], x256[:1])
+    loss, improvement, logs = res.loss, float(res.improvement), res.logs
     # y_hat = x = image 0, y = image 1: loss = 1 - <e0, e1>, diff_views = <e1, e0>, diff_input = 1
     sim = float(emb[0] @ emb[1])
     assert float(loss) == pytest.approx(1 - sim, abs=1e-5)

@@ -88,11 +88,18 @@ def _unit_channels(f: torch.Tensor) -> torch.Tensor:
 
 class Similarity(NamedTuple):
     """What the official IDLoss / MocoLoss return: the loss, the mean similarity improvement
-    <f(y_hat), f(y)> - <f(y), f(x)> (logged as `id_improve`), and per-sample similarities."""
+    <f(y_hat), f(y)> - <f(y), f(x)> (logged as `id_improve`; a detached 0-dim tensor, so a training step
+    need not wait for the GPU), and the per-sample similarities (B, 3): target, input, views."""
 
     loss: torch.Tensor
-    improvement: float
-    logs: list[dict]
+    improvement: torch.Tensor
+    per_sample: torch.Tensor
+
+    @property
+    def logs(self) -> list[dict]:
+        """Per-sample similarities as the official id_logs dicts (reads them back to the host)."""
+        return [{"diff_target": float(t), "diff_input": float(i), "diff_views": float(v)}
+                for t, i, v in self.per_sample.tolist()]
 
 
 class _SimilarityLoss(_FrozenLoss):
@@ -108,10 +115,8 @@ class _SimilarityLoss(_FrozenLoss):
         diff_input = (f_hat.detach() * f_x).sum(dim=1)
         diff_views = (f_y * f_x).sum(dim=1)
         loss = (1 - diff_target).mean()
-        improvement = float((diff_target.detach() - diff_views).mean())
-        logs = [{"diff_target": float(t), "diff_input": float(i), "diff_views": float(v)}
-                for t, i, v in zip(diff_target.detach(), diff_input, diff_views)]
-        return Similarity(loss, improvement, logs)
+        improvement = (diff_target.detach() - diff_views).mean()
+        return Similarity(loss, improvement, torch.stack([diff_target.detach(), diff_input, diff_views], 1))
 
 
 class IDLoss(_SimilarityLoss):

@@ -212,7 +212,7 @@ class E4ETrainer:
             loss = loss + cfg.delta_norm_lambda * d_reg
         if self.sim is not None:
             sim = self.sim(y_hat.float(), y, x)
-            logs["loss_id"], logs["id_improve"] = sim[0].detach(), torch.as_tensor(float(sim[1]))
+            logs["loss_id"], logs["id_improve"] = sim.loss.detach(), sim.improvement
             loss = loss + cfg.id_lambda * sim[0]
         l2 = F.mse_loss(y_hat.float(), y)
         logs["loss_l2"] = l2.detach()

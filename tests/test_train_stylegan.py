@@ -183,6 +183,15 @@ def test_compile_on_off_survive_yaml_overrides():
     assert build_config(GANTrainConfig, None, ["compile=on"]).compile == "on"
 
 
+def test_yaml_booleans_become_on_off_for_any_string_option(tmp_path):
+    """The general rule in train.config (no per-option special case): a YAML file's bare off is False."""
+    from e4e.train.config import build_config
+    (tmp_path / "c.yaml").write_text("compile: off\nimpl: fast\n")
+    assert build_config(GANTrainConfig, str(tmp_path / "c.yaml")).compile == "off"
+    from e4e.train.e4e import resolve_config
+    assert resolve_config(None, ["dataset_type=avatar_encode", "lpips_type=on"]).lpips_type == "on"
+
+
 # -- one GAN step's objectives against float64 references written from the papers (Goodfellow et al.'s
 # logistic loss, Mescheder et al.'s R1 with StyleGAN2's lazy scaling, StyleGAN2's path length), on the
 # public functions the trainer calls: e4e.losses and path_length_penalty. (When the trainer's step functions

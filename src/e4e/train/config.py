@@ -30,6 +30,9 @@ def _coerce(name: str, value, typ):
                     return False
                 raise ValueError
             return bool(value)
+        if typ is str and isinstance(value, bool):
+            # YAML 1.1 reads a bare on/off (yes/no, true/false) as a boolean: a string option means on/off
+            return "on" if value else "off"
         if typ in (int, float, str):
             if typ is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError

@@ -97,8 +97,6 @@ class GANTrainConfig:
             fail(f"mixing={self.mixing} must be in [0, 1]")
         if self.impl not in IMPLS:
             fail(f"impl={self.impl!r} must be one of {', '.join(IMPLS)}")
-        # YAML reads a bare on/off as a boolean: take it back
-        self.compile = {"True": "on", "False": "off", True: "on", False: "off"}.get(self.compile, self.compile)
         if self.compile not in ("auto", "on", "off"):
             fail(f"compile={self.compile!r} must be auto, on or off")
         bad = [p for p in filter(None, self.augment.split(",")) if p not in ("color", "translation", "cutout")]

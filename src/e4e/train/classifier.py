@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from e4e.errors import E4EError
-from e4e.train.data import decode_uint8, to_float
+from e4e.train.data import BatchPlan, DeviceOrder, decode_uint8, to_float
 from e4e.train.runs import Deadline
 
 NON_LABEL_COLUMNS = ("file", "split", "seed")
@@ -259,17 +259,15 @@ def _device(name: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _batch(images: torch.Tensor, plan, step: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(images: torch.Tensor, order, step: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Step `step`'s augmented batch (gather, horizontal flip, random shift of up to 1/8 of the size) and
-    its row indices."""
+    its row indices; `order` is the run's e4e.train.data.DeviceOrder."""
     from e4e.train.augment import diff_augment
 
-    dev = images.device
-    idx = torch.as_tensor(plan.indices(step), device=dev)
+    idx, flip = order(step)
     x = to_float(images[idx])
-    flip = plan.flips(step).to(dev)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    gen = torch.Generator(device=dev).manual_seed(seed * 1_000_003 + step)
+    gen = torch.Generator(device=images.device).manual_seed(seed * 1_000_003 + step)
     return diff_augment(x, "translation", gen), idx
 
 
@@ -281,7 +279,6 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, stop_at: int | None 
     from e4e.checkpoints.io import torch_load
     from e4e.checkpoints.rosinality import atomic_torch_save
     from e4e.nets.attributes import AttributeNet, AttributeNetConfig
-    from e4e.train.e4e import BatchPlan
 
     if not cfg.data:
         raise E4EError("no training data: pass --data DIR (a folder with labels.csv, from 'e4e data avatars')")
@@ -324,7 +321,8 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, stop_at: int | None 
         torch.backends.cudnn.benchmark = True
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    plan = BatchPlan(len(train_rows), cfg.batch, cfg.seed)
+    plan = BatchPlan(len(train_rows), cfg.batch, cfg.seed, source=cfg.data)
+    order = DeviceOrder(plan, x_train.device)
     key = json.dumps({**cfg.run_key(), "steps": steps, "n_train": len(train_rows)}, sort_keys=True)
 
     step = 0
@@ -364,7 +362,7 @@ def train_classifier(cfg: ClassifierTrainConfig, log=print, stop_at: int | None 
                 break
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, steps, cfg.lr, cfg.warmup)
-            x, idx = _batch(x_train, plan, step, cfg.seed)
+            x, idx = _batch(x_train, order, step, cfg.seed)
             if dev.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y_train[idx]

@@ -21,11 +21,11 @@ from e4e.errors import E4EError
 class BatchPlan:
     """Deterministic data order: epoch e is randperm(n, seed + e); step s takes the s-th global batch."""
 
-    def __init__(self, n: int, batch: int, seed: int, hflip: bool = True):
+    def __init__(self, n: int, batch: int, seed: int, hflip: bool = True, source: str = "training data"):
         if batch < 1:
             raise E4EError(f"batch size must be at least 1, got {batch}")
-        if n < batch:
-            raise E4EError(f"{n} training images but a batch of {batch}: lower the batch size or add images")
+        if n < batch:  # the one check of it (both trainers build their order here)
+            raise E4EError(f"{source}: {n} readable images but a batch of {batch}: lower the batch size or add images")
         self.n, self.batch, self.seed, self.hflip = n, batch, seed, hflip
         self.per_epoch = n // batch
         self._epoch, self._perm = None, None
@@ -86,6 +86,24 @@ def decode_uint8(load, n: int, threads: int = 8, desc: str = "decode") -> tuple[
     return torch.from_numpy(buf[:len(kept)]).permute(0, 3, 1, 2).contiguous(), kept, errors
 
 
+class DeviceOrder:
+    """A BatchPlan's indices and flips on `device`, one whole epoch per copy: a per-step copy from
+    pageable host memory would synchronise the host with the GPU every step."""
+
+    def __init__(self, plan: BatchPlan, device):
+        self.plan, self.device = plan, torch.device(device)
+        self._epoch, self._idx, self._flip = None, None, None
+
+    def __call__(self, step: int, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (indices, flips) of step `step`, this rank's slice."""
+        per = self.plan.batch // world
+        epoch, b = divmod(step, self.plan.per_epoch)
+        if epoch != self._epoch:
+            idx, flip = self.plan.epoch_tensors(epoch)
+            self._idx, self._flip, self._epoch = idx.to(self.device), flip.to(self.device), epoch
+        return self._idx[b, rank * per:(rank + 1) * per], self._flip[b, rank * per:(rank + 1) * per]
+
+
 class DeviceImages:
     """Every image of an ImageFolderDataset, decoded once, as a uint8 tensor on `device`."""
 
@@ -99,21 +117,16 @@ class DeviceImages:
             dataset.skipped.extend(p for i, p in enumerate(dataset.paths) if i not in good)
         self.images = host.to(device, non_blocking=True)
         self.device = torch.device(device)
-        self._epoch, self._idx, self._flip = None, None, None
+        self._order = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def batch(self, plan: BatchPlan, step: int, rank: int = 0, world: int = 1) -> torch.Tensor:
-        """The plan's batch `step` (this rank's slice). The whole epoch's indices and flips go to the device
-        at once: a per-step copy from pageable memory would synchronise the host with the GPU every step."""
-        per = plan.batch // world
-        epoch, b = divmod(step, plan.per_epoch)
-        if epoch != self._epoch:
-            idx, flip = plan.epoch_tensors(epoch)
-            self._idx, self._flip, self._epoch = idx.to(self.device), flip.to(self.device), epoch
-        idx = self._idx[b, rank * per:(rank + 1) * per]
-        flip = self._flip[b, rank * per:(rank + 1) * per]
+        """The plan's batch `step` (this rank's slice), flipped as the plan says, as float in [-1, 1]."""
+        if self._order is None or self._order.plan is not plan:
+            self._order = DeviceOrder(plan, self.device)
+        idx, flip = self._order(step, rank, world)
         x = self.images[idx]
         return to_float(torch.where(flip[:, None, None, None], x.flip(-1), x))
 

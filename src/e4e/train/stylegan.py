@@ -352,9 +352,7 @@ def load_training_data(cfg: GANTrainConfig, dev):
         n = len(images)
     else:
         images, n = ds, len(ds)
-    if n < cfg.batch:
-        raise E4EError(f"{cfg.data}: {n} readable images but a batch of {cfg.batch}: lower --batch or add images")
-    return images, BatchPlan(n, cfg.batch, cfg.seed, hflip=cfg.hflip)
+    return images, BatchPlan(n, cfg.batch, cfg.seed, hflip=cfg.hflip, source=cfg.data)
 
 
 def training_batches(cfg: GANTrainConfig, images, plan: BatchPlan, start: int, stop: int, info):

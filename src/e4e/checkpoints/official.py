@@ -91,3 +91,51 @@ def save_official(path, inverter, opts: dict | None = None, **extra) -> None:
         ckpt["latent_avg"] = inverter.latent_avg.clone()
     atomic_torch_save(ckpt, path)
 
+
+
+# -- the e4e trainer's checkpoint: the official coach's layout (state_dict, opts, latent_avg, global_step,
+# optimizer, best_val_loss, discriminator_*) plus what a bit-exact resume needs (rng, w_pools)
+E4E_STATE_KEYS = ("state_dict", "optimizer", "global_step", "rng")
+E4E_DISC_KEYS = ("discriminator_state_dict", "discriminator_optimizer_state_dict", "w_pools")
+
+
+def e4e_training_state(inverter, opts: dict, step: int, optimizer: dict, best_val, rng: dict,
+                       disc: dict | None = None) -> dict:
+    """The trainer's state as the official coach writes it; disc: {"model", "optimizer", "pools"} state
+    dicts when the latent discriminator is on."""
+    sd = {f"encoder.{k}": v for k, v in inverter.encoder.state_dict().items()}
+    sd.update({f"decoder.{k}": v for k, v in inverter.decoder.state_dict().items()})
+    st = {"state_dict": sd, "opts": opts, "global_step": step, "optimizer": optimizer, "best_val_loss": best_val,
+          "rng": rng}
+    if inverter.latent_avg is not None:
+        st["latent_avg"] = inverter.latent_avg.detach().cpu()
+    if disc is not None:
+        st["discriminator_state_dict"] = disc["model"]
+        st["discriminator_optimizer_state_dict"] = disc["optimizer"]
+        st["w_pools"] = disc["pools"]
+    return st
+
+
+def save_e4e_state(path, state: dict) -> None:
+    missing = [k for k in E4E_STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"e4e training state lacks {', '.join(missing)}")
+    atomic_torch_save(state, path)
+
+
+def load_e4e_state(path, with_discriminator: bool) -> dict:
+    """A checkpoint of `e4e train` -> its dict, with a one-line error for anything that cannot resume."""
+    st = torch_load(path)
+    need = list(E4E_STATE_KEYS) + (list(E4E_DISC_KEYS) if with_discriminator else [])
+    missing = [k for k in need if not isinstance(st, dict) or k not in st]
+    if missing:
+        what = "holds " + ", ".join(map(str, list(st)[:5])) if isinstance(st, dict) else f"is a {type(st).__name__}"
+        raise E4EError(f"{path}: not a resumable checkpoint of this e4e run (no {', '.join(missing)}; it {what})"
+                       + (" — was the latent discriminator on in that run?" if "w_pools" in missing else ""))
+    return st
+
+
+def load_inverter_state(inverter, state: dict, where) -> None:
+    """The encoder.* / decoder.* weights of an official-layout state into an Inverter (strict)."""
+    load_state_dict_checked(inverter.encoder, strip_prefix(state["state_dict"], "encoder."), f"{where}: encoder")
+    load_state_dict_checked(inverter.decoder, strip_prefix(state["state_dict"], "decoder."), f"{where}: decoder")

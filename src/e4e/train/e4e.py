@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from e4e.checkpoints.io import seeded_mean_latent
-from e4e.checkpoints.rosinality import atomic_torch_save
+from e4e.checkpoints.official import save_e4e_state
 from e4e.errors import E4EError
 from e4e.train import dist as D
 from e4e.train.data import BatchPlan, prefetch_batches  # noqa: F401 (BatchPlan re-exported)
@@ -288,28 +288,23 @@ class E4ETrainer:
         return o
 
     def state(self) -> dict:
-        inv = self.inverter
-        sd = {f"encoder.{k}": v for k, v in inv.encoder.state_dict().items()}
-        sd.update({f"decoder.{k}": v for k, v in inv.decoder.state_dict().items()})
-        st = {"state_dict": sd, "opts": self.opts(), "global_step": self.step, "optimizer": self.opt.state_dict(),
-              "best_val_loss": self.best_val,
-              "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
+        from e4e.checkpoints.official import e4e_training_state
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if self.dev.type == "cuda":
-            st["rng"]["cuda"] = torch.cuda.get_rng_state(self.dev)
-        if inv.latent_avg is not None:
-            st["latent_avg"] = inv.latent_avg.detach().cpu()
+            rng["cuda"] = torch.cuda.get_rng_state(self.dev)
+        disc = None
         if self.disc is not None:
-            st["discriminator_state_dict"] = self.disc.state_dict()
-            st["discriminator_optimizer_state_dict"] = self.d_opt.state_dict()
-            st["w_pools"] = {"real": self.real_pool.state_dict(), "fake": self.fake_pool.state_dict()}
-        return st
+            disc = {"model": self.disc.state_dict(), "optimizer": self.d_opt.state_dict(),
+                    "pools": {"real": self.real_pool.state_dict(), "fake": self.fake_pool.state_dict()}}
+        return e4e_training_state(self.inverter, self.opts(), self.step, self.opt.state_dict(), self.best_val,
+                                  rng, disc)
 
     def save(self, name: str = "last.pt") -> Path:
         """Write the checkpoint (once per step: a second call at the same step returns the same file)."""
         path = self.ckpt_dir / name
         if getattr(self, "_saved", None) == (name, self.step) and path.is_file():
             return path
-        atomic_torch_save(self.state(), path)
+        save_e4e_state(path, self.state())
         self._saved = (name, self.step)
         return path
 
@@ -338,21 +333,11 @@ class E4ETrainer:
         path = Path(path) if path else self.ckpt_dir / "last.pt"
         if not path.is_file():
             return False
-        from e4e.checkpoints import torch_load
-        st = torch_load(path)
-        need = ["state_dict", "optimizer", "global_step", "rng"]
-        if self.disc is not None:
-            need += ["discriminator_state_dict", "discriminator_optimizer_state_dict", "w_pools"]
-        missing = [k for k in need if not isinstance(st, dict) or k not in st]
-        if missing:
-            what = "holds " + ", ".join(map(str, list(st)[:5])) if isinstance(st, dict) else f"is a {type(st).__name__}"
-            raise E4EError(f"{path}: not a resumable checkpoint of this e4e run (no {', '.join(missing)}; it {what})"
-                           + (" — was the latent discriminator on in that run?" if "w_pools" in missing else ""))
-        inv = self.inverter
-        from e4e.checkpoints.io import load_state_dict_checked, strip_prefix
+        from e4e.checkpoints.io import load_state_dict_checked
+        from e4e.checkpoints.official import load_e4e_state, load_inverter_state
+        st = load_e4e_state(path, with_discriminator=self.disc is not None)
         try:
-            load_state_dict_checked(inv.encoder, strip_prefix(st["state_dict"], "encoder."), f"{path}: encoder")
-            load_state_dict_checked(inv.decoder, strip_prefix(st["state_dict"], "decoder."), f"{path}: decoder")
+            load_inverter_state(self.inverter, st, path)
             self.opt.load_state_dict(st["optimizer"])
             if self.disc is not None:
                 load_state_dict_checked(self.disc, st["discriminator_state_dict"], f"{path}: discriminator")

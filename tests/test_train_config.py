@@ -125,3 +125,42 @@ def test_list_options_accept_a_bare_comma_list_and_one_value(tmp_path):
     assert (cfg.encoder_widths, cfg.encoder_units) == ([32, 48, 64, 128], [2, 2, 3, 2])
     with pytest.raises(E4EError, match="encoder_widths"):
         resolve_config(None, ["encoder_widths=32,x"])
+
+
+def test_one_vocabulary_across_the_trainers(capsys):
+    """e4e train's official names and train-generator's short names work in either trainer; each run
+    records its own field names; flags are generated from the config dataclass (one home: cli.options)."""
+    from e4e.train.classifier import ClassifierTrainConfig
+    from e4e.train.config import aliases_of
+    from e4e.train.stylegan import GANTrainConfig
+    assert aliases_of(GANTrainConfig)["exp_dir"] == "out" and aliases_of(GANTrainConfig)["max_steps"] == "steps"
+    assert aliases_of(E4ETrainConfig)["out"] == "exp_dir" and aliases_of(E4ETrainConfig)["generator"] == "stylegan_weights"
+    assert "exp_dir" not in aliases_of(ClassifierTrainConfig)  # its out is a .safetensors path, not a folder
+    g = build_config(GANTrainConfig, None, ["exp_dir=runs/a", "max_steps=9", "batch_size=8", "board_interval=3"])
+    assert (g.out, g.steps, g.batch, g.log_every) == ("runs/a", 9, 8, 3)
+    assert main(["train-generator", "--dry-run", "--data", "d", "--exp-dir", "runs/b", "--max_steps", "5",
+                 "--compile", "off", "--resume"]) == 0
+    got = yaml.safe_load(capsys.readouterr().out)
+    assert (got["out"], got["steps"], got["compile"], got["resume"]) == ("runs/b", 5, "off", True)
+    assert main(["train", "--dry-run", "--dataset_type", "avatar_encode", "--steps", "7", "--batch", "16"]) == 0
+    got = yaml.safe_load(capsys.readouterr().out)
+    assert (got["max_steps"], got["batch_size"]) == (7, 16)
+    assert main(["train-classifier", "--dry-run", "--data", "d", "--out", "x.safetensors", "--attributes",
+                 "smile,hat", "--half", "--batch_size", "32"]) == 0
+    got = yaml.safe_load(capsys.readouterr().out)
+    assert (got["attributes"], got["half"], got["batch"]) == (["smile", "hat"], True, 32)
+
+
+def test_every_trainer_option_is_a_flag_with_its_help():
+    import argparse
+    import dataclasses
+    from e4e.cli.options import add_config_flags
+    from e4e.train.classifier import ClassifierTrainConfig
+    from e4e.train.stylegan import GANTrainConfig
+    for cls in (GANTrainConfig, ClassifierTrainConfig, E4ETrainConfig):
+        p = argparse.ArgumentParser()
+        add_config_flags(p, cls, "opts")
+        text = p.format_help()
+        for f in dataclasses.fields(cls):
+            if f.type not in (dict, "dict"):
+                assert f"--{f.name}" in text, (cls.__name__, f.name)

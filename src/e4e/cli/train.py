@@ -7,22 +7,14 @@ and with dashes (--stylegan-weights). Options resolve as: defaults <- dataset pr
 nothing else: the run's own opts.json is its config. `--dry-run` prints the resolved config and stops.
 """
 import argparse
-import dataclasses
-
-# Older flag names, kept working: flag -> option.
-ALIASES = {"generator": "stylegan_weights"}
 
 
 def run(args) -> int:
+    from e4e.cli.options import overrides
     from e4e.train.config import to_yaml
     from e4e.train.options import resolve_config
-    overrides = []
-    for key, value in vars(args).items():
-        if key.startswith("opt__") and value is not None:
-            overrides.append(f"{key[5:]}={value}")
-    overrides += list(args.set or [])
     resume_dir = args.resume if isinstance(args.resume, str) else None
-    cfg = resolve_config(args.config, overrides, run_dir=resume_dir)
+    cfg = resolve_config(args.config, overrides(args), run_dir=resume_dir)
     if args.dry_run:
         print(to_yaml(cfg), end="")
         return 0
@@ -31,17 +23,9 @@ def run(args) -> int:
     return 0
 
 
-def _metavar(f) -> str:
-    text = str(f.type).lower()
-    for word in ("list", "bool", "int", "float"):
-        if word in text:
-            return {"bool": "BOOL", "int": "N", "float": "X", "list": "[A,B,...]"}[word]
-    return "VALUE"
-
-
 def register(sub):
     from e4e.cli import add_threads
-    from e4e.train.config import field_help
+    from e4e.cli.options import add_config_flags
     from e4e.train.options import E4ETrainConfig
     p = sub.add_parser("train", help="train an e4e / pSp encoder (official recipe; see docs/training.md)",
                        description=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,14 +36,6 @@ def register(sub):
     p.add_argument("--dry-run", action="store_true", help="print the resolved options as YAML and exit")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override any option, e.g. --set lpips_lambda=0")
     add_threads(p)
-    docs = field_help(E4ETrainConfig)
-    opts = p.add_argument_group("training options (defaults shown; official e4e names, dashes also accepted)")
-    aliases = {v: k for k, v in ALIASES.items()}
-    for f in dataclasses.fields(E4ETrainConfig):
-        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        if f.name in aliases:
-            names.append(f"--{aliases[f.name]}")
-        flag = {"nargs": "?", "const": "true"} if f.type in (bool, "bool") else {}
-        opts.add_argument(*names, dest=f"opt__{f.name}", metavar=_metavar(f), default=None, **flag,
-                          help=f"{docs.get(f.name, '')} (default: {f.default!r})".replace("%", "%%"))
+    add_config_flags(p, E4ETrainConfig, "training options (defaults shown; official e4e names, dashes and the "
+                                        "short names of train-generator also accepted)")
     p.set_defaults(func=run)

@@ -4,38 +4,34 @@ It learns on one half of a labelled folder's train split and reports per-attribu
 
 
 def run(args) -> int:
+    from e4e.cli.options import overrides
+    from e4e.errors import E4EError
     from e4e.train.classifier import ClassifierTrainConfig, train_classifier
-    kw = {k: getattr(args, k) for k in ("data", "out", "arch", "part", "seed", "steps", "epochs", "batch", "lr",
-                                        "size", "width", "blocks", "time_limit_min", "device", "workers", "half")
-          if getattr(args, k) is not None}
-    if args.attributes:
-        kw["attributes"] = [a for a in args.attributes.split(",") if a]
-    train_classifier(ClassifierTrainConfig(**kw))
+    from e4e.train.config import build_config, to_yaml
+    cfg = build_config(ClassifierTrainConfig, args.config, overrides(args))
+    if args.dry_run:
+        print(to_yaml(cfg), end="")
+        return 0
+    for name, what in (("data", "a folder with labels.csv (from 'e4e data avatars')"),
+                       ("out", "PATH.safetensors for the weights")):
+        if not getattr(cfg, name):
+            raise E4EError(f"train-classifier: pass --{name} ({what})")
+    train_classifier(cfg)
     return 0
 
 
 def register(sub):
     from e4e.cli import add_threads
+    from e4e.cli.options import add_config_flags
+    from e4e.train.classifier import ClassifierTrainConfig
     p = sub.add_parser("train-classifier", help="train an avatar attribute network (similarity net / evaluation "
-                                                "classifier) and report its test accuracy")
-    p.add_argument("--data", required=True, help="folder with labels.csv (from 'e4e data avatars')")
-    p.add_argument("--out", required=True, help="PATH.safetensors; PATH.json (accuracies), PATH.log.jsonl and "
-                                                "PATH.state.pt (resume) are written beside it")
-    p.add_argument("--arch", choices=("resnet", "convnet"), help="default resnet")
-    p.add_argument("--part", choices=("A", "B", "all"), help="half of the train split (hash of the file name); "
-                                                             "default all")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--steps", type=int, help="optimiser steps (default 2000)")
-    p.add_argument("--epochs", type=float, help="passes over the training images (replaces --steps)")
-    p.add_argument("--batch", type=int, help="default 256")
-    p.add_argument("--lr", type=float, help="AdamW peak learning rate (default 2e-3, cosine decay)")
-    p.add_argument("--size", type=int, help="input resolution the network runs at (default 64)")
-    p.add_argument("--width", type=int, help="channels of the first stage (default 32)")
-    p.add_argument("--blocks", type=int, help="blocks per stage (default 1)")
-    p.add_argument("--attributes", help="comma-separated label columns to learn (default: all)")
-    p.add_argument("--time-limit-min", type=float, help="stop after this many minutes (checkpoint, score, write)")
-    p.add_argument("--workers", type=int, help="image decoding threads (default 8)")
-    p.add_argument("--half", action="store_true", default=None, help="store the weights as fp16")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+                                                "classifier) and report its test accuracy",
+                       description="Every option of e4e.train.classifier.ClassifierTrainConfig is a flag. --out "
+                                   "PATH.safetensors: PATH.json (accuracies), PATH.log.jsonl and PATH.state.pt "
+                                   "(resume) are written beside it.")
+    p.add_argument("--config", help="YAML or JSON file of ClassifierTrainConfig options")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options as YAML and exit")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override any config option")
     add_threads(p)
+    add_config_flags(p, ClassifierTrainConfig, "training options (defaults shown)")
     p.set_defaults(func=run)

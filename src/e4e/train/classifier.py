@@ -26,6 +26,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -204,6 +205,7 @@ def evaluate_attribute_net(net, data_dir, split: str = "test", batch_size: int =
 
 @dataclass
 class ClassifierTrainConfig:
+    VOCABULARY_SKIP: ClassVar[tuple] = ("out",)  # a .safetensors path, not a run folder: no --exp_dir
     data: str = ""
     out: str = ""  # PATH.safetensors; PATH.json, PATH.log.jsonl, PATH.state.pt beside it
     arch: str = "resnet"

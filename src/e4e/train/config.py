@@ -91,6 +91,23 @@ def to_yaml(cfg) -> str:
     return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, default_flow_style=False)
 
 
+# The shared vocabulary of the trainers: official e4e option names (left) and the short names that
+# train-generator and train-classifier grew up with (right). Each trainer accepts both, in flags, --set
+# and config files; a config class's own field name is the one its run folder records.
+VOCABULARY = {"exp_dir": "out", "max_steps": "steps", "batch_size": "batch", "board_interval": "log_every",
+              "save_interval": "save_every", "image_interval": "sample_every"}
+
+
+def aliases_of(cls) -> dict[str, str]:
+    """{other name: field} for a config class: both directions of VOCABULARY where the class has the
+    field, and the class's own ALIASES (e.g. e4e train's older --generator)."""
+    fields = {f.name for f in dataclasses.fields(cls)} - set(getattr(cls, "VOCABULARY_SKIP", ()))
+    out = {a: b for a, b in VOCABULARY.items() if b in fields and a not in fields}
+    out.update({b: a for a, b in VOCABULARY.items() if a in fields and b not in fields})
+    out.update({a: b for a, b in getattr(cls, "ALIASES", {}).items() if b in fields})
+    return out
+
+
 def build_config(cls, path: str | None = None, overrides: list[str] | None = None, base: dict | None = None,
                  ignore: tuple = ()):
     """Defaults <- base (e.g. a dataset preset) <- file <- overrides. Keys in `ignore` (values a run
@@ -105,6 +122,8 @@ def build_config(cls, path: str | None = None, overrides: list[str] | None = Non
         values[k.strip().replace("-", "_")] = yaml.safe_load(v) if v.strip() else ""
     if ignore:
         values = {k: v for k, v in values.items() if k not in ignore}
+    aliases = aliases_of(cls)
+    values = {aliases.get(k, k): v for k, v in values.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = [k for k in values if k not in fields]

@@ -6,6 +6,7 @@ importing only this module. The trainer itself is e4e.train.e4e.
 import json
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from e4e.errors import E4EError
@@ -33,6 +34,7 @@ DERIVED_OPTS = ("progressive_steps",)
 
 @dataclass
 class E4ETrainConfig:
+    ALIASES: ClassVar[dict] = {"generator": "stylegan_weights"}  # older flag names, kept working
     # Every field is an option of `e4e train` (--name or --name-with-dashes) and of its config files; the
     # comment after each is its --help text. Names are the official e4e options where it has them.
     # data and models

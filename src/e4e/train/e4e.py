@@ -51,6 +51,7 @@ class E4ETrainer:
     def __init__(self, cfg: E4ETrainConfig, info: D.DistInfo | None = None, log=print):
         cfg.validate()
         self.cfg, self.log = cfg, log
+        self.preset = cfg.preset()  # resolved once: image size, crop, similarity network
         self.info = info or D.init(cfg.device)
         self.dev = self.info.device
         self.exp = Path(cfg.exp_dir)
@@ -69,7 +70,7 @@ class E4ETrainer:
         from e4e.inverter import Inverter
         from e4e.nets.discriminators import LatentCodesDiscriminator
         from e4e.nets.encoders import EncoderConfig, build_encoder
-        cfg, preset = self.cfg, self.cfg.preset()
+        cfg, preset = self.cfg, self.preset
         if cfg.checkpoint_path:
             inv = load_inverter(cfg.checkpoint_path, log=self.log)
         else:
@@ -117,7 +118,7 @@ class E4ETrainer:
         self.d_train = DDP(self.disc, device_ids=ids) if (w and self.disc is not None) else self.disc
 
     def _build_losses(self):
-        cfg, preset = self.cfg, self.cfg.preset()
+        cfg, preset = self.cfg, self.preset
         self.lpips = None
         if cfg.lpips_lambda > 0:
             if cfg.perceptual == "lpips":
@@ -162,7 +163,7 @@ class E4ETrainer:
 
     def _build_data(self):
         from e4e.data.folder import ImageFolderDataset
-        cfg, size = self.cfg, self.cfg.preset()["size"]
+        cfg, size = self.cfg, self.preset["size"]
         hw = size if size[0] != size[1] else size[0]
         self.train_set = ImageFolderDataset(cfg.train_data, hw, split="train", fit="stretch")
         test_root = cfg.test_data or cfg.train_data
@@ -191,7 +192,7 @@ class E4ETrainer:
         y_hat, _ = dec(codes, input_is_latent=True, randomize_noise=randomize_noise)
         if self.inverter.output_size and y_hat.shape[-1] != self.inverter.output_size:
             y_hat = F.adaptive_avg_pool2d(y_hat, (self.inverter.output_size,) * 2)
-        crop = self.cfg.preset()["crop"]
+        crop = self.preset["crop"]
         if crop:
             y_hat = y_hat[:, :, crop[0]:crop[1], :]
         return y_hat, codes

@@ -77,24 +77,9 @@ def test_resume_needs_a_run_folder(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A 16 px generator and 12 images with a labels.csv train/test split."""
-    from e4e.checkpoints import save_rosinality
-    from e4e.imageio import to_pil
-    from e4e.nets.stylegan2 import Generator, GeneratorConfig
-    root = tmp_path_factory.mktemp("trainworld")
-    torch.manual_seed(0)
-    g = Generator(GeneratorConfig(size=16, style_dim=32, n_mlp=2, channel_max=16)).eval()
-    save_rosinality(root / "g.pt", g, latent_avg=g.mean_latent(500))
-    rows = ["file,split"]
-    with torch.no_grad():
-        img, _ = g(torch.randn(12, 32), randomize_noise=False)
-    for i, im in enumerate(to_pil(img.clamp(-1, 1))):
-        split = "test" if i >= 9 else "train"
-        (root / "data" / split).mkdir(parents=True, exist_ok=True)
-        im.save(root / "data" / split / f"{i}.png")
-        rows.append(f"{split}/{i}.png,{split}")
-    (root / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
+    """A 16 px generator and 12 images with a labels.csv train/test split (9 / 3)."""
+    from train_world import train_world
+    return train_world(tmp_path_factory.mktemp("trainworld"), 12, n_test=3, mean_samples=500)
 
 
 def test_run_writes_one_checkpoint_a_val_grid_and_resumes_from_its_folder(world, tmp_path, capsys):

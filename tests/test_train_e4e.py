@@ -7,9 +7,7 @@ import socket
 import pytest
 import torch
 
-from e4e.checkpoints import load_inverter, save_rosinality
-from e4e.imageio import to_pil
-from e4e.nets.stylegan2 import Generator, GeneratorConfig
+from e4e.checkpoints import load_inverter
 from e4e.train.e4e import BatchPlan, E4ETrainConfig, E4ETrainer, progressive_stage, progressive_steps
 
 TINY_ENCODER = dict(encoder_widths=[8, 16, 24, 32], encoder_units=[1, 1, 1, 1], input_size=16, encoder_mode="ir")
@@ -17,18 +15,9 @@ TINY_ENCODER = dict(encoder_widths=[8, 16, 24, 32], encoder_units=[1, 1, 1, 1], 
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    """A tiny 16px generator and 24 training images that it can produce exactly."""
-    root = tmp_path_factory.mktemp("world")
-    torch.manual_seed(0)
-    g = Generator(GeneratorConfig(size=16, style_dim=32, n_mlp=2, channel_max=16)).eval()
-    save_rosinality(root / "g.pt", g, latent_avg=g.mean_latent(2000))
-    (root / "data").mkdir()
-    with torch.no_grad():
-        img, _ = g(torch.randn(24, 32), randomize_noise=False)
-    img = img / img.abs().amax(dim=(1, 2, 3), keepdim=True)
-    for i, im in enumerate(to_pil(img)):
-        im.save(root / "data" / f"{i:03d}.png")
-    return root
+    """A tiny 16px generator and 24 training images it made (scaled to fill [-1, 1])."""
+    from train_world import train_world
+    return train_world(tmp_path_factory.mktemp("world"), 24, normalise=True)
 
 
 def config(world, exp, **kw):

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from e4e import metrics
+from e4e.checkpoints.io import seeded_mean_latent
 from e4e.errors import E4EError
 from e4e.refine import OPT_STEPS, PTI_STEPS, optimize, pti, render
 
@@ -158,7 +159,7 @@ def invert_units(method: str, images: torch.Tensor, inverters: dict, scorers: Sc
         with torch.no_grad():
             codes = inv.encode(x)
             if method == "optimize_w":
-                start_w = inv.latent_avg if inv.latent_avg is not None else inv.decoder.mean_latent(10_000)
+                start_w = inv.latent_avg if inv.latent_avg is not None else seeded_mean_latent(inv.decoder)
                 codes = start_w.to(codes).reshape(1, -1, codes.shape[-1]).expand_as(codes).clone()
         if method in ("optimize", "optimize_w"):
             codes = optimize(inv.decoder, x, codes, steps=opts.optimize_steps, lpips_fn=scorers.perceptual,

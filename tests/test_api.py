@@ -117,3 +117,33 @@ def test_load_default_model(monkeypatch, ckpt):
         e4e.load()
     with pytest.raises(E4EError, match="no such checkpoint"):
         e4e.load(ckpt.with_name("missing.pt"))
+
+
+def test_native_file_in_the_old_emoji_layout_loads_by_path(tmp_path, capsys):
+    """The 64 px emoji model left the package (git show 4ba1ebf:src/e4e/assets/e4e_emoji64.safetensors) but
+    must still load by path: a tiny file of its layout (IR-SE e4e encoder, fp32 storage, configs written
+    before head_width existed, an emoji_encode info) loads and inverts through the API and the command."""
+    from e4e.checkpoints.native import save_native
+    from e4e.cli import main
+    from e4e.inverter import build_inverter
+    from e4e.nets.encoders import EncoderConfig
+    from e4e.nets.stylegan2 import GeneratorConfig
+    torch.manual_seed(0)
+    enc = EncoderConfig(kind="e4e", mode="ir_se", stylegan_size=32, style_dim=16, widths=(8, 8, 8, 16),
+                        units=(1, 1, 1, 1), input_size=32)
+    gen = GeneratorConfig(size=32, style_dim=16, n_mlp=4, channel_multiplier=2, channel_max=16)
+    ref = build_inverter(enc, gen, latent_avg=0.1 * torch.randn(1, 16), output_size=None).eval()
+    configs = ref.configs()
+    del configs["encoder"]["head_width"]  # the emoji file's encoder config has no head_width
+    path = tmp_path / "e4e_emoji64.safetensors"
+    save_native(path, {"encoder": ref.encoder.state_dict(), "generator": ref.decoder.state_dict()}, configs,
+                tensors={"latent_avg": ref.latent_avg}, info={"steps": 2288, "encoder_type": "Encoder4Editing",
+                                                               "dataset_type": "emoji_encode"})
+    inv = e4e.load(path)
+    assert inv.encoder.cfg.head_width == 16 and inv.decoder.n_latent == ref.decoder.n_latent
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(inv.encode(x), ref.encode(x), rtol=0, atol=0)
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / "face.png")
+    assert main(["invert", tmp_path / "face.png", "-o", tmp_path / "out", "--checkpoint", path, "-q"]) == 0
+    assert load_latents(tmp_path / "out" / "latents.npz").names == ["face"]

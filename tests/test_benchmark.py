@@ -165,6 +165,28 @@ def test_fit_directions_recover_a_planted_attribute():
         assert float(red[5]) / float(red.norm()) > 0.95
     assert by[("component", "smile", "1")].info["component"] == "ganspace0"
     assert by[("component", "hair_colour", "red")].info["component"] == "ganspace1"
+    # one kind only: nothing else is needed (no sample labels, no components), the same vectors come out
+    only, _ = bm.fit_directions(w, None, w[:, None].expand(-1, 3, -1), labels, None,
+                                {"smile": ["0", "1"], "hair_colour": ["red"]}, steps=100, kinds=("ifg_codes",))
+    assert [(x.kind, x.attribute, x.target) for x in only] == [k for k in by if k[0] == "ifg_codes"]
+    assert all(torch.equal(x.vector, by[(x.kind, x.attribute, x.target)].vector) for x in only)
+    with pytest.raises(E4EError, match="unknown direction kind"):
+        bm.fit_directions(w, labels, None, None, cands, {"smile": ["1"]}, kinds=("svm",))
+
+
+def test_directions_file_round_trip_with_info(tmp_path):
+    dirs = [bm.Direction("ifg_codes", "smile", "1", torch.randn(8), {"strength": 1.5}, 1.5, [0.2, 0.95])]
+    bm.save_directions(tmp_path / "d.safetensors", dirs, ["a note"], {"kind": "ifg_codes", "model_sha256": "ab"})
+    back, notes = bm.load_directions(tmp_path / "d.safetensors")
+    assert notes == ["a note"] and back[0].info == {"strength": 1.5} and torch.equal(back[0].vector, dirs[0].vector)
+    assert bm.directions_info(tmp_path / "d.safetensors") == {"kind": "ifg_codes", "model_sha256": "ab"}
+    bm.save_directions(tmp_path / "bare.safetensors", dirs, [])
+    assert bm.directions_info(tmp_path / "bare.safetensors") == {}
+    with pytest.raises(E4EError, match="no such directions file"):
+        bm.directions_info(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(E4EError, match="not a directions file"):
+        bm.load_directions(tmp_path / "junk.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +284,14 @@ def test_calibrate_finds_the_strength_a_threshold_judge_needs():
                        .clamp(-1, 1).mean(dim=(1, 2, 3)) > thr).double().mean()) for s in grid]
     assert d.calibration == pytest.approx(want)
     assert d.s90 == (bm.strength_for_success(grid, want, 0.9))
+    # stop_at_goal: the curve ends at the first strength reaching the goal, with the same s90
+    goal = max(want)  # a goal this direction reaches
+    assert goal > 0
+    short = bm.Direction("component", "smile", "1", vec)
+    bm.calibrate(g, StubNet(rule), [short], w, size, grid, goal=goal, stop_at_goal=True)
+    k = next(i for i, r in enumerate(want) if r >= goal)
+    assert short.calibration == pytest.approx(want[:k + 1])
+    assert short.s90 == bm.strength_for_success(grid, want, goal)
 
 
 def test_read_pairs_errors(tmp_path):

@@ -53,6 +53,14 @@ def test_photo_into_a_flat_background_model_is_warned(tmp_path, capsys):
     note = domain_note("photo.jpg", photo, domain)
     assert note.startswith("warning: photo.jpg looks out of the model's domain") and "400x300 px" in note
     assert domain_note("emoji.png", flat, domain) is None
+    # real avatars (clothes, hair and hats reach the border in flat colours) are in their domain
+    from e4e.assets import samples_dir
+    avatar = {"name": "avatar", "input_size": 128}
+    shipped = sorted(samples_dir().rglob("*.png"))
+    assert len(shipped) > 20 and all(domain_note(f, Image.open(f), avatar) is None for f in shipped)
+    smooth = Image.fromarray(np.broadcast_to(np.linspace(0, 255, 128)[:, None, None], (128, 128, 3))
+                             .astype(np.uint8) + rng.integers(0, 12, (128, 128, 3), dtype=np.uint8))
+    assert "busy border" in domain_note("gradient.png", smooth, avatar)  # a lit wall behind a face
     inv.save(tmp_path / "faces.safetensors", info={"dataset_type": "ffhq_encode"})
     inv.checkpoint_path = tmp_path / "faces.safetensors"
     assert inverter_domain(inv) is None  # photos are the domain there

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 import e4e
+from e4e import benchmark as bm
 from e4e import editing
 from e4e.checkpoints.native import save_native
 from e4e.errors import E4EError
@@ -27,10 +28,16 @@ def sample():
 def test_embedded_model_directions_are_discovered(editor):
     kinds = [d.kind for d in editor.directions]
     names = [d.name for d in editor.directions]
-    assert "skin_tone" in names  # the .pt beside the embedded checkpoint
-    assert kinds.count("sefa") == 3 and kinds.count("ganspace") == 3
-    skin = editing.load_direction(Path(editor.inverter.checkpoint_path).parent / "skin_tone.pt")
-    assert torch.equal(editor.directions[names.index("skin_tone")].vector, skin)
+    # the fitted directions file beside the embedded checkpoint: one slider per binary attribute (toward 1)
+    # and per hair colour, one W standard deviation per unit, reaching past the calibrated strength
+    shipped, _ = bm.load_directions(Path(editor.inverter.checkpoint_path).parent / core.FITTED_FILE)
+    colours = sorted(d.target for d in shipped if d.attribute == "hair_colour")
+    binary = ["smile", "glasses", "facial hair", "hat"]
+    assert names[:4 + len(colours)] == binary + [f"hair colour {c}" for c in colours]
+    assert kinds.count("fitted") == 4 + len(colours) and kinds.count("sefa") == 3 and kinds.count("ganspace") == 3
+    smile = next(d for d in shipped if (d.attribute, d.target) == ("smile", "1"))
+    assert torch.equal(editor.directions[0].vector, smile.vector.float().reshape(1, -1))
+    assert editor.directions[0].unit == 1.0 and editor.directions[0].limit >= smile.info["strength"]
     g = editor.inverter.decoder
     for d in editor.directions:
         editing.check_direction(d.vector, g.n_latent, g.style_dim, d.label)
@@ -65,6 +72,38 @@ def test_checkpoint_sidecar_and_user_directions(tmp_path):
         core.discover_directions(inv, [tmp_path / "missing.pt"], n_sefa=0, n_ganspace=0)
 
 
+def _fitted_file(path: Path, dim: int, sha: str | None) -> Path:
+    dirs = [bm.Direction("ifg_codes", "smile", "1", torch.randn(dim), {"strength": 2.0}),
+            bm.Direction("ifg_codes", "smile", "0", torch.randn(dim), {"strength": 2.5}),
+            bm.Direction("ifg_codes", "hair_colour", "red", torch.randn(dim), {"strength": 4.0}),
+            bm.Direction("ifg_samples", "hat", "1", torch.randn(dim)),
+            bm.Direction("sefa", "sefa0", "+", torch.randn(dim), {"strength": 3.0})]
+    bm.save_directions(path, dirs, [], {"kind": "ifg_codes", "model": "x.safetensors", "model_sha256": sha})
+    return path
+
+
+def test_fitted_directions_beside_and_given(tmp_path):
+    """A fitted directions file beside the checkpoint gives sliders of its own kind (binary once, each colour
+    once), unless it records another model's hash; given with --directions, it is read as it is."""
+    from e4e.latents import checkpoint_sha256
+    ckpt = _tiny_checkpoint(tmp_path, {})
+    inv = e4e.load(ckpt)
+    _fitted_file(tmp_path / core.FITTED_FILE, 32, checkpoint_sha256(ckpt))
+    found = core.discover_directions(inv, n_sefa=0, n_ganspace=0, log=print)
+    assert [(d.name, d.kind) for d in found] == [("smile", "fitted"), ("hair colour red", "fitted")]
+    assert found[0].limit == 5.0 and found[1].limit == 6.0
+    logged = []
+    _fitted_file(tmp_path / core.FITTED_FILE, 32, "0" * 64)
+    assert core.discover_directions(inv, n_sefa=0, n_ganspace=0, log=logged.append) == []
+    assert any("fitted to another model (x.safetensors)" in m for m in logged)
+    given = _fitted_file(tmp_path / "mine.safetensors", 32, None)
+    assert [d.name for d in core.discover_directions(inv, [given], n_sefa=0, n_ganspace=0, log=logged.append)] == \
+        ["smile", "hair colour red"]
+    with pytest.raises(E4EError, match="64-d but the latents are 32-d"):
+        core.discover_directions(inv, [_fitted_file(tmp_path / "wide.safetensors", 64, None)], n_sefa=0,
+                                 n_ganspace=0)
+
+
 def test_apply_values_matches_the_editing_library(editor):
     """The slider path equals e4e.edit / editing.apply_direction applied one direction at a time."""
     codes = torch.randn(1, editor.inverter.decoder.n_latent, editor.inverter.decoder.style_dim)
@@ -75,11 +114,11 @@ def test_apply_values_matches_the_editing_library(editor):
     for d, v in zip(editor.directions, values):
         ref = editing.apply_direction(ref, d.vector, v * d.unit, d.styles)
     torch.testing.assert_close(core.apply_values(codes, editor.directions, values), ref)
-    skin = [d.name for d in editor.directions].index("skin_tone")
+    smile = [d.name for d in editor.directions].index("smile")
     one = zeros.copy()
-    one[skin] = 2.0
+    one[smile] = 2.0
     torch.testing.assert_close(core.apply_values(codes, editor.directions, one),
-                               e4e.edit(codes, direction=editor.directions[skin].vector, strength=2.0))
+                               e4e.edit(codes, direction=editor.directions[smile].vector, strength=2.0))
     with pytest.raises(E4EError, match="slider values"):
         core.apply_values(codes, editor.directions, [1.0])
 
@@ -177,7 +216,7 @@ def test_export_writes_only_under_the_workdir(tmp_path, editor, sample):
 
 
 def test_face_default_follows_the_checkpoint(tmp_path, editor):
-    assert not core.looks_like_faces(editor.inverter)  # the embedded emoji model
+    assert not core.looks_like_faces(editor.inverter)  # the embedded avatar model
     inv = tiny_inverter()
     inv.checkpoint_path = tmp_path / "e4e_ffhq_encode.pt"
     inv.checkpoint_path.write_bytes(b"")

@@ -181,21 +181,27 @@ def _one_vs_rest(attribute: str, target: str, labels: list[str]) -> torch.Tensor
     return torch.tensor([lab == want for lab in labels], dtype=torch.float64)
 
 
-def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]], code_feats: torch.Tensor | None,
-                   code_labels: dict[str, list[str]] | None, components, targets: dict[str, list[str]],
-                   seed: int = 0, steps: int = 500) -> tuple[list[Direction], list[str]]:
-    """All three kinds for every (attribute, target). -> (directions, one-line notes on those not fitted).
-    w_samples (N, D) with sample_labels {attribute: N strings}; code_feats (M, n, D) or (M, D) with
-    code_labels; components an e4e.evaluate.EditSet; targets {attribute: target values}."""
+def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]] | None,
+                   code_feats: torch.Tensor | None, code_labels: dict[str, list[str]] | None, components,
+                   targets: dict[str, list[str]], seed: int = 0, steps: int = 500,
+                   kinds: tuple[str, ...] = KINDS) -> tuple[list[Direction], list[str]]:
+    """The `kinds` (default all three) for every (attribute, target). -> (directions, one-line notes on those
+    not fitted). w_samples (N, D) with sample_labels {attribute: N strings} (None when neither ifg_samples
+    nor component is asked for); code_feats (M, n, D) or (M, D) with code_labels; components an
+    e4e.evaluate.EditSet (None without "component"); targets {attribute: target values}."""
     from e4e.editing import fit_direction
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise E4EError(f"unknown direction kind(s) {', '.join(unknown)} (kinds: {', '.join(KINDS)})")
     dirs, skipped, fits = [], [], {}
-    comp_vecs = components.directions.double()
-    comp_coord = (w_samples.double() - w_samples.double().mean(0)) @ comp_vecs.T  # (N, K)
+    if "component" in kinds:
+        comp_vecs = components.directions.double()
+        comp_coord = (w_samples.double() - w_samples.double().mean(0)) @ comp_vecs.T  # (N, K)
     for attribute, values in targets.items():
         for target in values:
             sign = -1.0 if attribute in BINARY and target == "0" else 1.0
-            sources = [("ifg_samples", w_samples, sample_labels)]
-            if code_feats is not None:
+            sources = [("ifg_samples", w_samples, sample_labels)] if "ifg_samples" in kinds else []
+            if code_feats is not None and "ifg_codes" in kinds:
                 sources.append(("ifg_codes", code_feats, code_labels))
             for kind, x, labels in sources:
                 y = _one_vs_rest(attribute, target, labels[attribute])
@@ -210,6 +216,8 @@ def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]],
                     continue
                 vec = scale_to_w_std(sign * fit.direction.reshape(-1), w_samples)
                 dirs.append(Direction(kind, attribute, target, vec, {"accuracy": fit.accuracy, "n": x.shape[0]}))
+            if "component" not in kinds:
+                continue
             y = _one_vs_rest(attribute, target, sample_labels[attribute])
             if y.min() == y.max():
                 skipped.append(f"component {attribute}={target}: the labeller gives every sample the same label")
@@ -241,8 +249,10 @@ def edit_codes(codes: torch.Tensor, vector: torch.Tensor, strength: float) -> to
 
 @torch.no_grad()
 def calibrate(generator: nn.Module, judge: nn.Module, dirs: list[Direction], w: torch.Tensor, size, grid,
-              goal: float = 0.9, batch_size: int = 32, progress: bool = False) -> None:
-    """Fills each direction's calibration curve and s90 from generator samples G(w) (the judge decides)."""
+              goal: float = 0.9, batch_size: int = 32, progress: bool = False, stop_at_goal: bool = False) -> None:
+    """Fills each direction's calibration curve and s90 from generator samples G(w) (the judge decides).
+    stop_at_goal: a curve ends at the first grid strength that reaches the goal (the same s90, fewer renders:
+    what a CPU run can afford); its later points are then absent, not measured."""
     from tqdm import tqdm
     device = next(generator.parameters()).device
     n = generator.n_latent
@@ -262,6 +272,8 @@ def calibrate(generator: nn.Module, judge: nn.Module, dirs: list[Direction], w: 
             imgs = torch.cat([render(generator, c, size) for c in moved.split(chunk)]).clamp(-1, 1)
             got = label_strings(judge, imgs, [d.attribute], chunk)[d.attribute]
             rates.append(sum(g == d.target for g in got) / len(got))
+            if stop_at_goal and rates[-1] >= goal:
+                break
         d.calibration, d.s90 = rates, strength_for_success(grid, rates, goal)
 
 
@@ -420,6 +432,8 @@ class DirectionOptions:
     batch_size: int = 32
     seed: int = 0
     fit: str = "crop"
+    kinds: tuple[str, ...] = KINDS  # which directions to fit (fewer kinds: less to label, encode, calibrate)
+    stop_at_goal: bool = False  # calibration: stop a direction's curve at the first strength reaching the goal
 
 
 def prepare_directions(data: PairSet, targets: dict[str, list[str]], e4e_inv, judge: nn.Module,
@@ -429,28 +443,37 @@ def prepare_directions(data: PairSet, targets: dict[str, list[str]], e4e_inv, ju
     size = (e4e_inv.input_size, e4e_inv.input_size)
     attributes = tuple(targets)
     w = sample_w(g, opts.samples, opts.seed)
-    sample_labels = labels_of_w(g, labeller if labeller is not None else judge, w, attributes, size, opts.batch_size)
-    train = data.split("train")[:opts.codes]
+    sample_labels = components = None
+    if {"ifg_samples", "component"} & set(opts.kinds):
+        sample_labels = labels_of_w(g, labeller if labeller is not None else judge, w, attributes, size,
+                                    opts.batch_size)
+    train = data.split("train")[:opts.codes] if "ifg_codes" in opts.kinds else []
     images, names, notes = load_files(data.root, [r["file"] for r in train], e4e_inv.input_size, opts.fit)
     code_feats = code_labels = None
     if images is not None:
+        from tqdm import tqdm
         device = next(e4e_inv.parameters()).device
+        chunks = images.split(max(1, opts.batch_size))
         with torch.no_grad():
             code_feats = torch.cat([e4e_inv.encode(c.to(device)).double().cpu()
-                                    for c in images.split(max(1, opts.batch_size))])
+                                    for c in tqdm(chunks, desc="encoding training images", unit="batch",
+                                                  disable=not progress, leave=False)])
         row_of = {r["file"]: r for r in train}
         code_labels = {a: [row_of[n][a] for n in names] for a in attributes}
-    else:
+    elif "ifg_codes" in opts.kinds:
         notes.append("ifg_codes: no readable training images")
-    components = edit_directions(g, w, opts.components)
-    dirs, skipped = fit_directions(w, sample_labels, code_feats, code_labels, components, targets, opts.seed)
+    if "component" in opts.kinds:
+        components = edit_directions(g, w, opts.components)
+    dirs, skipped = fit_directions(w, sample_labels, code_feats, code_labels, components, targets, opts.seed,
+                                   kinds=opts.kinds)
     calibrate(g, judge, dirs, sample_w(g, opts.calib_samples, opts.seed + 1), size, opts.calib_grid, opts.goal,
-              opts.batch_size, progress)
+              opts.batch_size, progress, stop_at_goal=opts.stop_at_goal)
     return dirs, notes + skipped
 
 
-def save_directions(path, dirs: list[Direction], notes: list[str]) -> None:
-    """Directions as one safetensors file; their metadata (kind, attribute, info, s90, curve) as JSON in it."""
+def save_directions(path, dirs: list[Direction], notes: list[str], info: dict | None = None) -> None:
+    """Directions as one safetensors file; their metadata (kind, attribute, info, s90, curve) as JSON in it,
+    and `info` (how the file was made; `directions_info` reads it back) when given."""
     import json
 
     from safetensors.torch import save_file
@@ -460,19 +483,42 @@ def save_directions(path, dirs: list[Direction], notes: list[str]) -> None:
              "calibration": d.calibration} for d in dirs]
     from e4e.outputs import atomic_write
     atomic_write(path, lambda tmp: save_file(tensors or {"none": torch.zeros(1)}, str(tmp),
-                                             metadata={"directions": json.dumps(meta), "notes": json.dumps(notes)}),
+                                             metadata={"directions": json.dumps(meta), "notes": json.dumps(notes),
+                                                       **({"info": json.dumps(info)} if info else {})}),
                  mode="path")
+
+
+def _directions_meta(path) -> dict:
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise E4EError(f"{path}: no such directions file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for a file that is not one
+        raise E4EError(f"{path}: not a directions file (safetensors): {' '.join(str(e).split())}") from None
+    if "directions" not in meta:
+        raise E4EError(f"{path}: a safetensors file without directions metadata (not from save_directions)")
+    return meta
 
 
 def load_directions(path) -> tuple[list[Direction], list[str]]:
     import json
 
     from safetensors import safe_open
+    _directions_meta(path)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         dirs = [Direction(m["kind"], m["attribute"], m["target"], f.get_tensor(str(i)), m["info"], m["s90"],
                           m["calibration"]) for i, m in enumerate(json.loads(meta["directions"]))]
     return dirs, json.loads(meta["notes"])
+
+
+def directions_info(path) -> dict:
+    """The `info` save_directions stored ({} when none)."""
+    import json
+    return json.loads(_directions_meta(path).get("info", "{}"))
 
 
 def direction_rows(dirs: list[Direction]) -> list[dict]:

@@ -7,12 +7,14 @@ the work folder (latents .npz, edited .png) for the browser to download.
 
 Directions are discovered, never hard-coded, so a new embedded model brings its own:
 - label-fitted / InterFaceGAN directions stored in a native checkpoint as tensors named
-  `directions.<name>`, and small `.pt` / `.npy` direction files beside the checkpoint (the embedded
-  model's folder holds `skin_tone.pt`);
-- direction files or folders the user adds (`e4e serve --directions`);
+  `directions.<name>`, small `.pt` / `.npy` direction files beside the checkpoint, and a fitted
+  directions file (e4e.benchmark's format) named `directions.safetensors` beside it: the embedded avatar
+  model's folder holds one (smile, glasses, facial hair, hat, one slider per hair colour; skipped when
+  its recorded model hash says it was fitted to another model);
+- direction files or folders the user adds (`e4e serve --directions`; a fitted directions file too);
 - the top SeFa directions and GANSpace components of the model's generator.
 A slider value v moves the codes by v * unit along the direction (GANSpace: unit = the component's std,
-so the slider reads in standard deviations of W).
+and fitted directions are one W standard deviation long, so those sliders read in standard deviations of W).
 
 Every request is independent: the state of one browser tab is an `Inversion` (codes, target, and the
 tuned generator after PTI), so requests from several tabs never share anything mutable.
@@ -39,7 +41,7 @@ REFINE_METHODS = ("optimize", "pti")
 class Direction:
     """One slider: codes + value * unit * vector (only to `styles` when given)."""
     name: str
-    kind: str  # "checkpoint", "file", "sefa" or "ganspace"
+    kind: str  # "checkpoint", "file", "fitted", "sefa" or "ganspace"
     vector: torch.Tensor  # (1, D) or (1, n_styles, D)
     styles: list[int] | None = None
     unit: float = 1.0
@@ -106,6 +108,35 @@ def direction_files(paths, skip=()) -> list[Path]:
     return [f for f in out if f.resolve() not in skip]
 
 
+FITTED_FILE = "directions.safetensors"
+
+
+def fitted_directions(path, checkpoint=None) -> list[Direction]:
+    """The sliders of a fitted directions file (e4e.benchmark.save_directions; scripts/make_demo_assets.py
+    writes the embedded model's): its own kind only, a binary attribute once (toward 1: a negative value
+    removes it), hair colour once per colour; each slider reaches past the calibrated strength. With
+    `checkpoint`, a file recording another model's sha256 -> E4EError (its directions mean nothing here)."""
+    import math
+
+    from e4e.benchmark import BINARY, directions_info, load_directions
+    info = directions_info(path)
+    if checkpoint is not None and info.get("model_sha256"):
+        from e4e.latents import checkpoint_sha256
+        if info["model_sha256"] != checkpoint_sha256(checkpoint):
+            raise E4EError(f"{Path(path).name} was fitted to another model ({info.get('model')})")
+    dirs, _ = load_directions(path)
+    labelled = [d for d in dirs if d.kind != "sefa"]
+    kind = info.get("kind") or (labelled[0].kind if labelled else None)
+    out = []
+    for d in labelled:
+        if d.kind != kind or (d.attribute in BINARY and d.target != "1"):
+            continue
+        name = d.attribute.replace("_", " ") + ("" if d.attribute in BINARY else f" {d.target}")
+        limit = max(5, math.ceil(1.5 * (d.info.get("strength", d.s90) or 3.0)))
+        out.append(Direction(name, "fitted", d.vector.float().reshape(1, -1), limit=float(limit)))
+    return out
+
+
 def discover_directions(inverter, extra=(), n_sefa: int = 3, n_ganspace: int = 3, ganspace_samples: int = 20_000,
                         log=print) -> list[Direction]:
     """Every direction the sliders offer, in the order above. Files beside the checkpoint that are not
@@ -118,6 +149,12 @@ def discover_directions(inverter, extra=(), n_sefa: int = 3, n_ganspace: int = 3
         d = editing.interfacegan.as_direction(t, f"{ckpt}: directions.{name}")
         editing.check_direction(d, g.n_latent, g.style_dim, f"{Path(ckpt).name}: directions.{name}")
         found.append(Direction(name, "checkpoint", d))
+    fitted = Path(ckpt).parent / FITTED_FILE if ckpt is not None else None
+    if fitted is not None and fitted.is_file() and fitted.resolve() != Path(ckpt).resolve():
+        try:
+            found += _fitting(fitted_directions(fitted, ckpt), g, fitted)
+        except E4EError as e:
+            log(f"e4e serve: {fitted.name} beside the checkpoint skipped: {one_line(e)}")
     beside = direction_files([Path(ckpt).parent], skip=[ckpt]) if ckpt is not None else []
     for f in beside:
         if f.stat().st_size > MAX_DIRECTION_BYTES:
@@ -132,6 +169,9 @@ def discover_directions(inverter, extra=(), n_sefa: int = 3, n_ganspace: int = 3
             continue
         found.append(Direction(f.stem, "file", d))
     for f in direction_files(extra):
+        if f.suffix == ".safetensors":
+            found += _fitting(fitted_directions(f), g, f)
+            continue
         d = editing.load_direction(f)
         editing.check_direction(d, g.n_latent, g.style_dim, str(f))
         found.append(Direction(f.stem, "file", d))
@@ -148,6 +188,13 @@ def discover_directions(inverter, extra=(), n_sefa: int = 3, n_ganspace: int = 3
         if names.count(d.label) > 1:
             d.name = f"{d.name} #{names[:i + 1].count(d.label)}"
     return found
+
+
+def _fitting(dirs: list[Direction], generator, path) -> list[Direction]:
+    from e4e import editing
+    for d in dirs:
+        editing.check_direction(d.vector, generator.n_latent, generator.style_dim, f"{Path(path).name}: {d.name}")
+    return dirs
 
 
 def apply_values(codes: torch.Tensor, directions: list[Direction], values) -> torch.Tensor:
@@ -172,7 +219,7 @@ def distortion(images: torch.Tensor, target: torch.Tensor) -> float:
 # -- the app's model ----------------------------------------------------------------------------------
 def looks_like_faces(inverter) -> bool:
     """Whether inputs should be FFHQ-aligned by default: the checkpoint's recorded dataset or its file
-    name mentions faces (official `e4e_ffhq_encode.pt`; the embedded emoji model does not)."""
+    name mentions faces (official `e4e_ffhq_encode.pt`; the embedded avatar model does not)."""
     path = getattr(inverter, "checkpoint_path", None)
     if path is None:
         return False

@@ -353,9 +353,8 @@ def _score_pairs(unit, sources, pairs_of, truths, truth_labels, by_key, scorers,
     b = unit.codes.shape[0]
     totals.seconds += unit.seconds
     x = sources[unit.start:unit.start + b].to(device)
-    score_unit(unit, x, reencode, lec_dirs, scorers, eo, totals)
+    recon = score_unit(unit, x, reencode, lec_dirs, scorers, eo, totals)
     real.append(scorers.features(x).double().cpu())
-    recon = render(unit.generator, unit.codes, size).clamp(-1, 1)
     # every (pair, kind, strength) edit of this unit, rendered and scored in chunks of the batch size
     jobs, moved = [], []  # (pair, kind, strength label, strength, direction)
     for i in range(b):

@@ -159,7 +159,8 @@ class Direction:
     vector: torch.Tensor  # (D,), one W standard deviation long
     info: dict = field(default_factory=dict)  # accuracy / correlation / source component
     s90: float | None = None  # strength for 90% success on generator samples; None: not reached
-    calibration: list[float] = field(default_factory=list)  # judge success rate at each calibration strength
+    calibration: list[float] = field(default_factory=list)  # judge success rate at each calibration strength,
+    # up to the first that reaches the goal (the strengths after it are not rendered: s90 does not need them)
 
 
 def scale_to_w_std(direction: torch.Tensor, w_samples: torch.Tensor) -> torch.Tensor:
@@ -183,10 +184,10 @@ def _one_vs_rest(attribute: str, target: str, labels: list[str]) -> torch.Tensor
 
 def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]], code_feats: torch.Tensor | None,
                    code_labels: dict[str, list[str]] | None, components, targets: dict[str, list[str]],
-                   seed: int = 0, steps: int = 500) -> tuple[list[Direction], list[str]]:
-    """All three kinds for every (attribute, target). -> (directions, one-line notes on those not fitted).
-    w_samples (N, D) with sample_labels {attribute: N strings}; code_feats (M, n, D) or (M, D) with
-    code_labels; components an e4e.evaluate.EditSet; targets {attribute: target values}."""
+                   seed: int = 0, steps: int = 500, kinds: tuple[str, ...] = KINDS) -> tuple[list[Direction], list[str]]:
+    """The `kinds` (default all three) for every (attribute, target). -> (directions, one-line notes on those not
+    fitted). w_samples (N, D) with sample_labels {attribute: N strings}; code_feats (M, n, D) or (M, D) with
+    code_labels (None without ifg_codes); components an e4e.evaluate.EditSet; targets {attribute: target values}."""
     from e4e.editing import fit_direction
     dirs, skipped, fits = [], [], {}
     comp_vecs = components.directions.double()
@@ -194,8 +195,8 @@ def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]],
     for attribute, values in targets.items():
         for target in values:
             sign = -1.0 if attribute in BINARY and target == "0" else 1.0
-            sources = [("ifg_samples", w_samples, sample_labels)]
-            if code_feats is not None:
+            sources = [("ifg_samples", w_samples, sample_labels)] if "ifg_samples" in kinds else []
+            if code_feats is not None and "ifg_codes" in kinds:
                 sources.append(("ifg_codes", code_feats, code_labels))
             for kind, x, labels in sources:
                 y = _one_vs_rest(attribute, target, labels[attribute])
@@ -210,6 +211,8 @@ def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]],
                     continue
                 vec = scale_to_w_std(sign * fit.direction.reshape(-1), w_samples)
                 dirs.append(Direction(kind, attribute, target, vec, {"accuracy": fit.accuracy, "n": x.shape[0]}))
+            if "component" not in kinds:
+                continue
             y = _one_vs_rest(attribute, target, sample_labels[attribute])
             if y.min() == y.max():
                 skipped.append(f"component {attribute}={target}: the labeller gives every sample the same label")
@@ -242,7 +245,8 @@ def edit_codes(codes: torch.Tensor, vector: torch.Tensor, strength: float) -> to
 @torch.no_grad()
 def calibrate(generator: nn.Module, judge: nn.Module, dirs: list[Direction], w: torch.Tensor, size, grid,
               goal: float = 0.9, batch_size: int = 32, progress: bool = False) -> None:
-    """Fills each direction's calibration curve and s90 from generator samples G(w) (the judge decides)."""
+    """Fills each direction's calibration curve and s90 from generator samples G(w) (the judge decides). The
+    curve stops at the first strength that reaches `goal` (s90 needs nothing beyond it)."""
     from tqdm import tqdm
     device = next(generator.parameters()).device
     n = generator.n_latent
@@ -254,7 +258,7 @@ def calibrate(generator: nn.Module, judge: nn.Module, dirs: list[Direction], w: 
         lacking = torch.tensor([lab != d.target for lab in base[d.attribute]])
         start = codes[lacking.to(device)]
         if start.shape[0] == 0:
-            d.calibration, d.s90 = [1.0] * len(grid), float(grid[0])
+            d.calibration, d.s90 = [1.0], float(grid[0])
             continue
         rates = []
         for s in grid:
@@ -262,7 +266,9 @@ def calibrate(generator: nn.Module, judge: nn.Module, dirs: list[Direction], w: 
             imgs = torch.cat([render(generator, c, size) for c in moved.split(chunk)]).clamp(-1, 1)
             got = label_strings(judge, imgs, [d.attribute], chunk)[d.attribute]
             rates.append(sum(g == d.target for g in got) / len(got))
-        d.calibration, d.s90 = rates, strength_for_success(grid, rates, goal)
+            if rates[-1] >= goal:
+                break
+        d.calibration, d.s90 = rates, strength_for_success(grid[:len(rates)], rates, goal)
 
 
 # --------------------------------------------------------------------------------------- the benchmark
@@ -416,6 +422,7 @@ class DirectionOptions:
     calib_samples: int = 256  # generator samples per direction for the 90% strength
     calib_grid: tuple[float, ...] = tuple(0.5 * k for k in range(13))  # 0 .. 6 W standard deviations
     goal: float = 0.9
+    kinds: tuple[str, ...] = KINDS  # which direction kinds to fit
     batch_size: int = 32
     seed: int = 0
     fit: str = "crop"
@@ -429,20 +436,23 @@ def prepare_directions(data: PairSet, targets: dict[str, list[str]], e4e_inv, ju
     attributes = tuple(targets)
     w = sample_w(g, opts.samples, opts.seed)
     sample_labels = labels_of_w(g, labeller if labeller is not None else judge, w, attributes, size, opts.batch_size)
-    train = data.split("train")[:opts.codes]
-    images, names, notes = load_files(data.root, [r["file"] for r in train], e4e_inv.input_size, opts.fit)
     code_feats = code_labels = None
-    if images is not None:
-        device = next(e4e_inv.parameters()).device
-        with torch.no_grad():
-            code_feats = torch.cat([e4e_inv.encode(c.to(device)).double().cpu()
-                                    for c in images.split(max(1, opts.batch_size))])
-        row_of = {r["file"]: r for r in train}
-        code_labels = {a: [row_of[n][a] for n in names] for a in attributes}
-    else:
-        notes.append("ifg_codes: no readable training images")
+    notes = []
+    if "ifg_codes" in opts.kinds:
+        train = data.split("train")[:opts.codes]
+        images, names, notes = load_files(data.root, [r["file"] for r in train], e4e_inv.input_size, opts.fit)
+        if images is not None:
+            device = next(e4e_inv.parameters()).device
+            with torch.no_grad():
+                code_feats = torch.cat([e4e_inv.encode(c.to(device)).double().cpu()
+                                        for c in images.split(max(1, opts.batch_size))])
+            row_of = {r["file"]: r for r in train}
+            code_labels = {a: [row_of[n][a] for n in names] for a in attributes}
+        else:
+            notes.append("ifg_codes: no readable training images")
     components = edit_directions(g, w, opts.components)
-    dirs, skipped = fit_directions(w, sample_labels, code_feats, code_labels, components, targets, opts.seed)
+    dirs, skipped = fit_directions(w, sample_labels, code_feats, code_labels, components, targets, opts.seed,
+                                   kinds=opts.kinds)
     calibrate(g, judge, dirs, sample_w(g, opts.calib_samples, opts.seed + 1), size, opts.calib_grid, opts.goal,
               opts.batch_size, progress)
     return dirs, notes + skipped

@@ -119,6 +119,21 @@ def test_exact_inverter_has_no_distortion():
     assert row["edit_images"] == 0 and row["lec_latent"] is None and row["fid"] == pytest.approx(0, abs=1e-6)
 
 
+def test_score_unit_returns_the_reconstruction(images):
+    from e4e.evaluate import _Totals, invert_units, score_unit
+    inv = tiny_inverter(0)
+    opts = EvalOptions(methods=("e4e",), batch_size=4, strengths=(1.0,), n_directions=1, w_samples=300)
+    (unit,) = list(invert_units("e4e", images, {"e4e": inv}, cheap_scorers(), opts))
+    edits = edit_directions(inv.decoder, sample_w(inv.decoder, 300, 0), 1)
+    with torch.no_grad():
+        want = render(inv.decoder, unit.codes, (32, 32)).clamp(-1, 1)
+        for e in (None, edits):  # with and without editability
+            totals = _Totals()
+            got = score_unit(unit, images, inv.encode, e, cheap_scorers(), opts, totals)
+            torch.testing.assert_close(got, want)
+            torch.testing.assert_close(torch.cat(totals.values["mse"]), metrics.mse(want, images).double())
+
+
 def test_edit_and_refine_limits(images):
     opts = EvalOptions(methods=("e4e", "optimize"), optimize_steps=1, batch_size=2, strengths=(1.0,),
                        n_directions=1, w_samples=300, edit_limit=3, refine_limit=2)

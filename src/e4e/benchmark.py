@@ -159,7 +159,8 @@ class Direction:
     vector: torch.Tensor  # (D,), one W standard deviation long
     info: dict = field(default_factory=dict)  # accuracy / correlation / source component
     s90: float | None = None  # strength for 90% success on generator samples; None: not reached
-    calibration: list[float] = field(default_factory=list)  # judge success rate at each calibration strength
+    calibration: list[float] = field(default_factory=list)  # judge success rate at each calibration strength,
+    # up to the first that reaches the goal (the strengths after it are not rendered: s90 does not need them)
 
 
 def scale_to_w_std(direction: torch.Tensor, w_samples: torch.Tensor) -> torch.Tensor:
@@ -264,7 +265,7 @@ def calibrate(generator: nn.Module, judge: nn.Module, dirs: list[Direction], w: 
         lacking = torch.tensor([lab != d.target for lab in base[d.attribute]])
         start = codes[lacking.to(device)]
         if start.shape[0] == 0:
-            d.calibration, d.s90 = [1.0] * len(grid), float(grid[0])
+            d.calibration, d.s90 = [1.0], float(grid[0])
             continue
         rates = []
         for s in grid:
@@ -365,9 +366,8 @@ def _score_pairs(unit, sources, pairs_of, truths, truth_labels, by_key, scorers,
     b = unit.codes.shape[0]
     totals.seconds += unit.seconds
     x = sources[unit.start:unit.start + b].to(device)
-    score_unit(unit, x, reencode, lec_dirs, scorers, eo, totals)
+    recon = score_unit(unit, x, reencode, lec_dirs, scorers, eo, totals)
     real.append(scorers.features(x).double().cpu())
-    recon = render(unit.generator, unit.codes, size).clamp(-1, 1)
     # every (pair, kind, strength) edit of this unit, rendered and scored in chunks of the batch size
     jobs, moved = [], []  # (pair, kind, strength label, strength, direction)
     for i in range(b):
@@ -429,6 +429,7 @@ class DirectionOptions:
     calib_samples: int = 256  # generator samples per direction for the 90% strength
     calib_grid: tuple[float, ...] = tuple(0.5 * k for k in range(13))  # 0 .. 6 W standard deviations
     goal: float = 0.9
+    kinds: tuple[str, ...] = KINDS  # which direction kinds to fit
     batch_size: int = 32
     seed: int = 0
     fit: str = "crop"

@@ -198,7 +198,9 @@ class _Totals:
 
 @torch.no_grad()
 def score_unit(unit: Unit, targets: torch.Tensor, reencode: Callable, edits: EditSet | None, scorers: Scorers,
-               opts: EvalOptions, totals: _Totals) -> None:
+               opts: EvalOptions, totals: _Totals) -> torch.Tensor:
+    """Adds one unit's distortion (and, with `edits`, LEC and edited-image features) to `totals`.
+    -> the clamped reconstruction (B, 3, H, W), for callers that score it further."""
     g, w = unit.generator, unit.codes
     size = tuple(targets.shape[-2:])
     chunk = max(1, opts.batch_size)
@@ -213,7 +215,7 @@ def score_unit(unit: Unit, targets: torch.Tensor, reencode: Callable, edits: Edi
     totals.recon_features.append(scorers.features(recon).double().cpu())
     totals.images += w.shape[0]
     if edits is None:
-        return
+        return recon
     b, n, d = w.shape
     steps = torch.stack([s * v for v in edits.directions.to(w) for s in opts.strengths])  # (E, D)
     e = steps.shape[0]
@@ -228,6 +230,7 @@ def score_unit(unit: Unit, targets: torch.Tensor, reencode: Callable, edits: Edi
     lec_img = _chunked(lambda p, q: torch.as_tensor(scorers.perceptual(p, q)).reshape(-1), (round_trip, raw_rep), chunk)
     totals.add("lec_image", lec_img.reshape(e, b).mean(0))
     totals.edit_images += b
+    return recon
 
 
 def _kid(a: torch.Tensor, b: torch.Tensor, seed: int) -> float:

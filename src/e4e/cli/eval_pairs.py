@@ -36,6 +36,15 @@ def parse_method_limits(text: str | None, methods) -> dict[str, int]:
     return out
 
 
+def parse_names(text: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    """'smile,hat' -> ('smile', 'hat'), in the order of `allowed`; None or empty: all of `allowed`."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise E4EError(f"{flag}: unknown {', '.join(bad)}; choose from {','.join(allowed)}")
+    return tuple(n for n in allowed if n in names) if names else allowed
+
+
 def load_attribute_nets(args, device):
     """(judge, labeller or None): the evaluation classifier and the similarity network."""
     try:
@@ -78,6 +87,11 @@ def run_pairs(args) -> int:
     strengths = parse_floats(args.edit_strengths, "--edit-strengths")
     lec_strengths = parse_floats(args.strengths, "--strengths")
     limits = parse_method_limits(args.method_limits, methods)
+    kinds = parse_names(args.kinds, bm.KINDS, "--kinds")
+    edit_attributes = parse_names(args.attributes, bm.EDIT_ATTRIBUTES, "--attributes")
+    if args.sheet_kind not in kinds:
+        raise E4EError(f"--sheet-kind {args.sheet_kind} is not among --kinds {','.join(kinds)}")
+    calib_grid = tuple(sorted(parse_floats(args.calib_grid, "--calib-grid"))) if args.calib_grid else None
     for m in REFINED:
         if m in methods and m not in limits and args.refine_limit is not None:
             limits[m] = args.refine_limit
@@ -103,6 +117,9 @@ def run_pairs(args) -> int:
     judge, labeller = load_attribute_nets(args, device)
     scorers = build_scorers(args, device)
     data = bm.read_pairs(args.pairs)
+    data.pairs = [p for p in data.pairs if p["attribute"] in edit_attributes]  # preservation still checks all
+    if not data.pairs:
+        raise E4EError(f"{data.root / 'pairs.csv'}: no test pairs of --attributes {','.join(edit_attributes)}")
     size = e4e.input_size
     say = (lambda *a: None) if args.quiet else print
 
@@ -137,7 +154,9 @@ def run_pairs(args) -> int:
     targets = bm.targets_of([p for ps in pairs_of for p in ps])
     dopts = bm.DirectionOptions(samples=args.direction_samples, codes=args.direction_images,
                                 components=args.components, calib_samples=args.calib_samples,
-                                goal=args.success, batch_size=args.batch_size, seed=args.seed, fit=args.fit)
+                                goal=args.success, batch_size=args.batch_size, seed=args.seed, fit=args.fit,
+                                kinds=kinds, stop_at_goal=True,
+                                **({"calib_grid": calib_grid} if calib_grid else {}))
     base = {"e4e": _sha(e4e.checkpoint_path), "judge": _sha(args.classifier), "labeller": _sha(args.labeller),
             "data": str(Path(args.pairs).resolve()), "fit": args.fit, "seed": args.seed,
             "metrics": [args.perceptual_weights, args.lpips_backbone, args.lpips_weights, args.lpips_net,
@@ -214,7 +233,9 @@ def run_pairs(args) -> int:
               f"Date: {datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}  ",
               f"Device: {device_name(device)}, torch {torch.__version__}  ",
               f"Data: {data.root}: {len(source_files)} test images, {n_pairs} counterfactual pairs ({size} px)"
-              + "".join(f"; {m} on the first {v} images" for m, v in limits.items() if v < len(source_files)) + "  ",
+              + "".join(f"; {m} on the first {v} images" for m, v in limits.items() if v < len(source_files))
+              + (f"; pairs of {', '.join(edit_attributes)} only" if edit_attributes != bm.EDIT_ATTRIBUTES else "")
+              + (f"; direction kinds {', '.join(kinds)} only" if kinds != bm.KINDS else "") + "  ",
               f"Judge (evaluation classifier): `{Path(args.classifier).name}`; direction labeller: "
               + (f"`{Path(args.labeller).name}` (the similarity network)" if args.labeller
                  else "**the judge itself** (no --labeller given: the directions on generator samples were fitted "
@@ -250,7 +271,8 @@ def _definitions(bm, args, scorers, strengths) -> list[str]:
         f"{args.components} SeFa and {args.components} GANSpace directions. hair_colour: one-vs-rest toward the "
         "target colour. Strengths are in standard deviations of W along the direction, added to every style.",
         f"- s90: the smallest strength at which the judge sees the target on {args.success:.0%} of "
-        f"{args.calib_samples} generator samples that lacked it; curve strengths: "
+        f"{args.calib_samples} generator samples that lacked it (tried at "
+        f"{args.calib_grid or '0, 0.5, ..., 6'}, up to the first that reaches it); curve strengths: "
         f"{', '.join(f'{s:g}' for s in strengths)}.",
         "- success: the judge predicts the target on the edited inversion. preservation: its predictions of every "
         "other edit attribute on the edit equal its predictions on the true counterfactual.",
@@ -277,6 +299,12 @@ def register_flags(p) -> None:
     g.add_argument("--direction-images", type=int, default=2000, help="training images for ifg_codes (2000)")
     g.add_argument("--components", type=int, default=10, help="SeFa and GANSpace candidates each (10)")
     g.add_argument("--calib-samples", type=int, default=256, help="generator samples for the strength (256)")
+    g.add_argument("--calib-grid", metavar="S,S,...", help="strengths tried for s90, ascending (default 0,0.5,...,6)")
+    g.add_argument("--kinds", metavar="K,...", help="direction kinds to fit and score, from "
+                                                    "ifg_samples,ifg_codes,component (default all)")
+    g.add_argument("--attributes", metavar="A,...", help="edit attributes whose pairs are scored, from "
+                                                         "smile,glasses,facial_hair,hat,hair_colour (default all; "
+                                                         "preservation still checks all five)")
     g.add_argument("--method-limits", metavar="M=N,...", help="per-method image limits, e.g. pti=8,optimize=32")
     g.add_argument("--sheet-pairs", type=int, default=8, help="pairs per method in the sample sheets (8)")
     g.add_argument("--sheet-kind", default="ifg_samples", choices=("ifg_samples", "ifg_codes", "component"),

@@ -14,8 +14,8 @@ target. columns.txt (the column names, one per line, as in the grid's header) an
 per edit). Printed: the reconstruction MSE and, for each edit, its MSE to the truth (beside the
 unedited inversion's MSE to the truth) and whether the evaluation classifier sees the target value.
 Why: an edit of a real image can be scored only by proxies; here the truth is rendered, so the demo shows
-what the model gets right and wrong. Measured: `time e4e demo` 36 s wall on this project's 2 CPU cores
-(shared with another job, load ~3; 6 avatars, 47 generator images).
+what the model gets right and wrong. Measured: `time e4e demo` 36-47 s wall (two runs) on this project's
+2 CPU cores (shared with another job, load 2.5-3; 6 avatars, 47 generator images).
 """
 import time
 from pathlib import Path

@@ -136,8 +136,8 @@ def test_score_unit_returns_the_reconstruction(images):
 
 def test_markdown_table_escapes_pipes_in_headers():
     from e4e.evaluate import markdown_table
-    head, rule, row = markdown_table([{"kind": "component", "correlation": 0.5}],
-                                     [("kind", "direction", "s"), ("correlation", "|r| of component", ".3f")]).split("\n")
+    cols = [("kind", "direction", "s"), ("correlation", "|r| of component", ".3f")]
+    head, rule, row = markdown_table([{"kind": "component", "correlation": 0.5}], cols).split("\n")
     assert head == "| direction | \\|r\\| of component |" and row == "| component | 0.500 |"
     assert head.replace("\\|", "").count("|") == row.count("|") == rule.count("|")
 

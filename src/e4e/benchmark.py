@@ -184,7 +184,8 @@ def _one_vs_rest(attribute: str, target: str, labels: list[str]) -> torch.Tensor
 
 def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]], code_feats: torch.Tensor | None,
                    code_labels: dict[str, list[str]] | None, components, targets: dict[str, list[str]],
-                   seed: int = 0, steps: int = 500, kinds: tuple[str, ...] = KINDS) -> tuple[list[Direction], list[str]]:
+                   seed: int = 0, steps: int = 500,
+                   kinds: tuple[str, ...] = KINDS) -> tuple[list[Direction], list[str]]:
     """The `kinds` (default all three) for every (attribute, target). -> (directions, one-line notes on those not
     fitted). w_samples (N, D) with sample_labels {attribute: N strings}; code_feats (M, n, D) or (M, D) with
     code_labels (None without ifg_codes); components an e4e.evaluate.EditSet; targets {attribute: target values}."""

@@ -261,7 +261,8 @@ def markdown(rows: list[dict], heads: list[str], n_test: int, args) -> str:
                    f"{worst['value']} | {100 * worst['samples']:.1f} | {100 * worst['data']:.1f} | "
                    f"{100 * worst['judge_on_test']:.1f} | {100 * gap_j:.1f} |")
     out += ["", "## Reconstruction of the test images", "",
-            "| method | images | MSE ↓ | perceptual ↓ | MS-SSIM ↑ | FID recon ↓ | mean ‖Δ‖ | Mahalanobis to W | s / image |",
+            "| method | images | MSE ↓ | perceptual ↓ | MS-SSIM ↑ | FID recon ↓ | mean ‖Δ‖ | Mahalanobis to W "
+            "| s / image |",
             "|:---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r["kind"] == "recon":
@@ -281,7 +282,8 @@ def markdown(rows: list[dict], heads: list[str], n_test: int, args) -> str:
         vals = [ag[(m, h)]["agreement"] for h in heads]
         ev = [ag[(m, h)]["agreement"] for h in heads if h in edit]
         out.append(f"\n{m}: mean agreement {100 * sum(vals) / len(vals):.1f} % over {len(vals)} attributes "
-                   f"(minimum {100 * min(vals):.1f} %); over the 5 edit attributes mean {100 * sum(ev) / len(ev):.1f} %, "
+                   f"(minimum {100 * min(vals):.1f} %); over the 5 edit attributes mean "
+                   f"{100 * sum(ev) / len(ev):.1f} %, "
                    f"minimum {100 * min(ev):.1f} %")
     return "\n".join(out) + "\n"
 

@@ -7,6 +7,8 @@
 # Sizes: 500 test images (every attribute's pairs), optimisation methods on 64 images, PTI on 8 with the
 # official 350 steps. Each finished method is cached in OUT/pairs/.cache: if the time limit cuts the run,
 # the same command resumes where it stopped. Raise --limit / --method-limits for the full test split.
+# The CPU run of docs/results.md (2026-12-02) used much smaller limits and --kinds ifg_samples
+# --attributes smile,glasses,facial_hair,hat --calib-grid 0,1,2,3,4,6: its exact command is on that page.
 set -euo pipefail
 data=$1 e4e=$2 psp=$3 judge=$4 sim=$5 out=$6
 shift 6

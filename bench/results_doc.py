@@ -33,8 +33,10 @@ def fmt(v: float | None, spec: str = ".4f") -> str:
 
 
 def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> list[str]:
-    out = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "|".join(":---" if i == 0 else "---:"
-                                                                           for i in range(len(cols))) + "|"]
+    """A Markdown table; columns no row has a value in are left out, pipes in headers escaped."""
+    cols = [c for i, c in enumerate(cols) if i == 0 or any(r.get(c[0], "") not in ("", None) for r in rows)]
+    out = ["| " + " | ".join(h.replace("|", "\\|") for _, h, _ in cols) + " |",
+           "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
     for r in rows:
         out.append("| " + " | ".join(r.get(k, "") if f == "s" else fmt(num(r, k), f) for k, _, f in cols) + " |")
     return out
@@ -75,6 +77,8 @@ def claims(summary: dict, s90: dict, attrs: list[str]) -> list[str]:
             "", "_Why: to be written after reading the sample sheets._", ""]
     # 3. perceptual quality of edits
     fe, fp = num(e, "edit_fid"), num(p, "edit_fid")
+    fid_attrs = [a for a in attrs if num(s90.get(("e4e", a)), "edit_fid") is not None
+                 and num(s90.get(("psp", a)), "edit_fid") is not None]
     ke, kp = num(e, "edit_kid"), num(p, "edit_kid")
     if fe is None or fp is None:
         verdict = "not measured (too few edits per target value for FID)"
@@ -84,8 +88,9 @@ def claims(summary: dict, s90: dict, attrs: list[str]) -> list[str]:
             else "not reproduced")
     out += ["### 3. Perceptual quality of edits: e4e's edits look more real", "",
             f"**{verdict}.** FID of edits against real test avatars with the target value: {fmt(fe, '.2f')} (e4e) "
-            f"vs {fmt(fp, '.2f')} (pSp); KID ×10³ {fmt(ke and 1000 * ke, '.2f')} vs {fmt(kp and 1000 * kp, '.2f')}."
-            " Rule: reproduced when both are lower for e4e.", "", "_Why: to be written after reading the sample sheets._",
+            f"vs {fmt(fp, '.2f')} (pSp); KID ×10³ {fmt(ke and 1000 * ke, '.2f')} vs {fmt(kp and 1000 * kp, '.2f')}"
+            + (f", from the s90 edits of {', '.join(fid_attrs)} (the attributes with enough edits per target value)"
+               if fid_attrs else "") + ". Rule: reproduced when both are lower for e4e.", "", "_Why: to be written after reading the sample sheets._",
             ""]
     return out
 
@@ -110,7 +115,10 @@ def main(argv=None) -> int:
     for name in ("pairs_tradeoff.png", "pairs_bars.png"):
         if (b / name).is_file():
             shutil.copy(b / name, fig / name)
-    sheets = sorted((b / "sheets").glob("*.png")) if (b / "sheets").is_dir() else []
+    order = ("e4e", "psp", "optimize_w", "optimize", "pti")  # the methods' order, then any other sheet
+    sheets = sorted((b / "sheets").glob("*.png"), key=lambda p: (order.index(p.stem) if p.stem in order
+                                                                   else len(order), p.stem)) \
+        if (b / "sheets").is_dir() else []
     for s in sheets:
         shutil.copy(s, fig / f"sheet_{s.name}")
     for name in ("pairs_summary.csv", "pairs_curves.csv", "pairs_directions.csv", "pairs.md"):

@@ -315,6 +315,21 @@ def results_doc():
     return mod
 
 
+def test_results_doc_table_escapes_pipes_and_drops_empty_columns():
+    rd = results_doc()
+    rows = [{"kind": "ifg_samples", "correlation": "", "component": "", "s90": "5.4"},
+            {"kind": "ifg_samples", "correlation": "", "s90": ""}]
+    head, rule, *body = rd.table(rows, [("kind", "direction", "s"), ("s90", "s90", ".2f"),
+                                        ("correlation", "|r|", ".3f"), ("component", "component", "s")])
+    assert head == "| direction | s90 |" and rule == "|:---|---:|"
+    assert body == ["| ifg_samples | 5.40 |", "| ifg_samples | – |"]
+    cells = rd.table([{"kind": "component", "correlation": "0.5"}], [("kind", "direction", "s"),
+                                                                     ("correlation", "|r|", ".3f")])
+    assert cells[0] == "| direction | \\|r\\| |" and cells[2] == "| component | 0.500 |"
+    # every row has as many cells as the header (a raw pipe in a header would add two)
+    assert all(line.replace("\\|", "").count("|") == cells[0].replace("\\|", "").count("|") for line in cells)
+
+
 def test_results_doc_verdicts_follow_the_numbers():
     rd = results_doc()
     summary = {"e4e": {"mse": "0.11", "perceptual": "0.21", "ms_ssim": "0.8", "success": "0.9", "preservation": "0.8",
@@ -328,6 +343,10 @@ def test_results_doc_verdicts_follow_the_numbers():
     assert "**reproduced.** Reconstruction MSE" in text  # 10% and 5% worse: inside the 15% margin
     assert "**reproduced** (2 of 3 attributes)" in text
     assert "**reproduced.** FID of edits" in text
+    assert "from the s90 edits of" not in text  # no per-attribute FIDs given
+    with_fid = {**s90, ("e4e", "hat"): {"edit_perceptual": "0.3", "edit_fid": "10"},
+                ("psp", "hat"): {"edit_perceptual": "0.35", "edit_fid": "12"}}
+    assert "from the s90 edits of hat (the attributes" in "\n".join(rd.claims(summary, with_fid, ["smile", "hat"]))
     summary["e4e"]["mse"] = "0.2"  # 100% worse
     summary["e4e"]["edit_kid"] = "0.003"
     text = "\n".join(rd.claims(summary, s90, ["glasses"]))

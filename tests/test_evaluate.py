@@ -134,6 +134,14 @@ def test_score_unit_returns_the_reconstruction(images):
             torch.testing.assert_close(torch.cat(totals.values["mse"]), metrics.mse(want, images).double())
 
 
+def test_markdown_table_escapes_pipes_in_headers():
+    from e4e.evaluate import markdown_table
+    cols = [("kind", "direction", "s"), ("correlation", "|r| of component", ".3f")]
+    head, rule, row = markdown_table([{"kind": "component", "correlation": 0.5}], cols).split("\n")
+    assert head == "| direction | \\|r\\| of component |" and row == "| component | 0.500 |"
+    assert head.replace("\\|", "").count("|") == row.count("|") == rule.count("|")
+
+
 def test_edit_and_refine_limits(images):
     opts = EvalOptions(methods=("e4e", "optimize"), optimize_steps=1, batch_size=2, strengths=(1.0,),
                        n_directions=1, w_samples=300, edit_limit=3, refine_limit=2)

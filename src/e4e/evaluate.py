@@ -404,7 +404,7 @@ def write_csv(path, rows: list[dict], cols: list[tuple[str, str, str]]) -> Path:
 
 def markdown_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     cols = [c for c in cols if any(r.get(c[0]) is not None for r in rows)]
-    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |",
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for _, h, _ in cols) + " |",  # '|r|' must not split a cell
              "|" + "|".join(":---" if k == "method" else "---:" for k, _, _ in cols) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(k), f) for k, _, f in cols) + " |")

@@ -6,6 +6,7 @@ which is the only place the server writes to and which is removed when it stops.
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -27,10 +28,26 @@ def run(args) -> int:
             editor.align_default = args.align
         print(f"e4e serve: {len(editor.directions)} directions: {', '.join(d.label for d in editor.directions)}")
         print(f"e4e serve: files go to {workdir} (removed on exit); Ctrl-C stops the server")
-        launch(editor, args.host, args.port, block=True)
+        app, _ = launch(editor, args.host, args.port, block=False)
+        print(f"* Running on local URL:  {app.local_url}", flush=True)
+        try:
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("e4e serve: stopping")
+        app.close()  # no request handler may write into workdir after this
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove(workdir)
     return 0
+
+
+def _remove(folder: Path, tries: int = 20) -> None:
+    """rmtree that outlasts a worker thread still finishing a file (one pass can leave a folder behind)."""
+    for _ in range(tries):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.25)
 
 
 def register(sub):

@@ -56,7 +56,7 @@ def files_under(folder: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def serving(tmp_path: Path):
+def serving(tmp_path: Path, ignore_sigint: bool = False):
     """`e4e serve` in a subprocess with its own HOME / TMPDIR / cwd; yields (url, those folders).
     On exit it is stopped with SIGINT, what Ctrl-C sends."""
     box = {k: tmp_path / k for k in ("home", "tmp", "cwd")}
@@ -66,7 +66,8 @@ def serving(tmp_path: Path):
     env = {**os.environ, "HOME": str(box["home"]), "TMPDIR": str(box["tmp"]), "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "e4e.cli", "serve", "--port", str(port)], cwd=box["cwd"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + START_TIMEOUT
@@ -173,3 +174,13 @@ def drive_the_page(browser, url: str, tmp_path: Path):
         loaded_src(browser, "edited")
         png = Image.open(io.BytesIO(browser.get_screenshot_as_png())).convert("RGB")
         png.quantize(128, method=Image.Quantize.MEDIANCUT).save(shot, optimize=True)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_server_even_when_its_parent_ignored_sigint(tmp_path):
+    """A background job of a non-interactive shell starts with SIGINT ignored; e4e serve still stops on it
+    and removes its folder (it used to be killed after the 30 s wait, leaving the folder behind)."""
+    with serving(tmp_path / "server", ignore_sigint=True) as (url, box):
+        urllib.request.urlopen(url, timeout=STEP_TIMEOUT).close()
+    assert "e4e serve: stopping" in box["log"] and "e4e serve: removed" in box["log"]
+    assert files_under(box["tmp"]) == []

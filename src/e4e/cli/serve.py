@@ -5,7 +5,9 @@ which is the only place the server writes to and which is removed when it stops.
 """
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +16,10 @@ def run(args) -> int:
     from e4e.errors import E4EError
     if not 0 < args.port < 65536:
         raise E4EError(f"--port must be in 1..65535, got {args.port}")
+    # Ctrl-C and SIGTERM stop the server the same way, even where the parent left SIGINT ignored (a
+    # background job of a non-interactive shell inherits SIG_IGN, and then the folder would stay behind)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="e4e-serve-"))
     # Gradio fixes some of its folders when imported: point them into ours first
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
@@ -34,11 +40,20 @@ def run(args) -> int:
             while True:
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            print("e4e serve: stopping")
-        app.close()  # no request handler may write into workdir after this
+            print("e4e serve: stopping", flush=True)
+        # no request handler may write into workdir after this; a close stuck behind a long request must
+        # not keep the folder from being removed
+        closer = threading.Thread(target=app.close, daemon=True)
+        closer.start()
+        closer.join(timeout=10)
     finally:
         _remove(workdir)
+        print(f"e4e serve: removed {workdir}", flush=True)
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _remove(folder: Path, tries: int = 20) -> None:

@@ -118,12 +118,17 @@ def official_data_glob(pattern: str) -> list[Path]:
     return files
 
 
-def state_dict_from_manifest(path: Path) -> dict:
-    """Regenerate fixture weights with the fixture folder's own recipe.py (data, not project code)."""
-    spec = importlib.util.spec_from_file_location("_e4e_fixture_recipe", Path(path).parent / "recipe.py")
+def load_module(path, name: str):
+    """A Python file that is no package module (a script, bench/ tool, fixture recipe) as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.state_dict_from_manifest(path)
+    return mod
+
+
+def state_dict_from_manifest(path: Path) -> dict:
+    """Regenerate fixture weights with the fixture folder's own recipe.py (data, not project code)."""
+    return load_module(Path(path).parent / "recipe.py", "_e4e_fixture_recipe").state_dict_from_manifest(path)
 
 
 def manifest(path: Path) -> dict:

@@ -307,12 +307,10 @@ def test_read_pairs_errors(tmp_path):
 
 
 def results_doc():
-    import importlib.util
     from pathlib import Path
-    spec = importlib.util.spec_from_file_location("results_doc", Path(__file__).parents[1] / "bench" / "results_doc.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+
+    from conftest import load_module
+    return load_module(Path(__file__).parents[1] / "bench" / "results_doc.py", "results_doc")
 
 
 def test_results_doc_table_escapes_pipes_and_drops_empty_columns():
@@ -367,12 +365,17 @@ def avatar_setup(tmp_path_factory):
     return root
 
 
-@pytest.mark.slow
-def test_cli_pairs_end_to_end_and_resume(avatar_setup, tmp_path, monkeypatch, capsys):
-    root = avatar_setup
+def stub_eval_nets(monkeypatch):
+    """Cheap scorers and rule-based judge/labeller in place of the networks `e4e eval --pairs` loads."""
     monkeypatch.setattr(eval_common, "build_scorers", lambda args, device: cheap_scorers())
     monkeypatch.setattr(cli_pairs, "load_attribute_nets", lambda args, device: (StubNet(patch_rule),
                                                                                 StubNet(patch_rule)))
+
+
+@pytest.mark.slow
+def test_cli_pairs_end_to_end_and_resume(avatar_setup, tmp_path, monkeypatch, capsys):
+    root = avatar_setup
+    stub_eval_nets(monkeypatch)
     out = tmp_path / "bench"
     argv = ["eval", "--pairs", str(root / "data"), "-o", str(out), "--classifier", str(root / "judge.safetensors"),
             "--methods", "e4e,psp,optimize_w,optimize,pti", "--checkpoint", str(root / "e4e.safetensors"),
@@ -420,9 +423,7 @@ def test_cli_pairs_end_to_end_and_resume(avatar_setup, tmp_path, monkeypatch, ca
 
 def test_cli_pairs_kinds_attributes_and_calib_grid(avatar_setup, tmp_path, monkeypatch, capsys):
     root = avatar_setup
-    monkeypatch.setattr(eval_common, "build_scorers", lambda args, device: cheap_scorers())
-    monkeypatch.setattr(cli_pairs, "load_attribute_nets", lambda args, device: (StubNet(patch_rule),
-                                                                                StubNet(patch_rule)))
+    stub_eval_nets(monkeypatch)
     out = tmp_path / "bench"
     argv = ["eval", "--pairs", str(root / "data"), "-o", str(out), "--classifier", str(root / "judge.safetensors"),
             "--methods", "e4e", "--checkpoint", str(root / "e4e.safetensors"), "--limit", "2", "--strengths=1",

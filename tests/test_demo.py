@@ -2,7 +2,6 @@
 on what it wrote (a tiny inverter, a rule for a judge: seconds), the shipped assets against the embedded
 model, and one short run of the real demo."""
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from e4e import benchmark as bm
 from e4e.assets import default_inverter_path, directions_path, samples_dir
 from e4e.cli import main
 from e4e.latents import checkpoint_sha256
+from conftest import load_module
 from test_benchmark import StubNet, make_avatar_folder, patch_rule
 from tiny_inverters import tiny_inverter
 
@@ -24,10 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("make_demo_assets", REPO / "scripts" / "make_demo_assets.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(REPO / "scripts" / "make_demo_assets.py", "make_demo_assets")
 
 
 @pytest.fixture(scope="module")

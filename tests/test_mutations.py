@@ -1,16 +1,14 @@
 """tests/mutations.py (the mutation check, run by hand: docs/testing.md) stays in step with the source: every
 mutation's snippet occurs exactly once where it says, and the tests it names exist."""
-import importlib.util
 from pathlib import Path
+
+from conftest import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("e4e_mutations", ROOT / "tests" / "mutations.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(ROOT / "tests" / "mutations.py", "e4e_mutations")
 
 
 def test_every_mutation_applies_once_and_names_real_tests():

@@ -10,13 +10,11 @@ import argparse
 
 
 def run(args) -> int:
-    from e4e.cli.options import overrides
-    from e4e.train.config import to_yaml
+    from e4e.cli.options import dry_run, overrides
     from e4e.train.options import resolve_config
     resume_dir = args.resume if isinstance(args.resume, str) else None
-    cfg = resolve_config(args.config, overrides(args), run_dir=resume_dir)
-    if args.dry_run:
-        print(to_yaml(cfg), end="")
+    cfg = dry_run(args, resolve_config(args.config, overrides(args), run_dir=resume_dir))
+    if cfg is None:
         return 0
     from e4e.train.e4e import train_e4e
     train_e4e(cfg, resume=bool(args.resume))
@@ -24,18 +22,13 @@ def run(args) -> int:
 
 
 def register(sub):
-    from e4e.cli import add_threads
-    from e4e.cli.options import add_config_flags
+    from e4e.cli.options import add_trainer_args
     from e4e.train.options import E4ETrainConfig
     p = sub.add_parser("train", help="train an e4e / pSp encoder (official recipe; see docs/training.md)",
                        description=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE", help="YAML or JSON file of the options below (e.g. configs/emoji.yaml)")
     p.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
                    help="continue RUN_DIR (its opts.json and checkpoints/last.pt; flags still override), or "
                         "without RUN_DIR the exp_dir of the options given")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved options as YAML and exit")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override any option, e.g. --set lpips_lambda=0")
-    add_threads(p)
-    add_config_flags(p, E4ETrainConfig, "training options (defaults shown; official e4e names, dashes and the "
+    add_trainer_args(p, E4ETrainConfig, "training options (defaults shown; official e4e names, dashes and the "
                                         "short names of train-generator also accepted)")
     p.set_defaults(func=run)

@@ -47,7 +47,7 @@ def main():
         enc.load_state_dict(sd)
         avg = load_file(str(run / f"runs/keep/{name}_latent_avg.safetensors"))["latent_avg"]
         inv = Inverter(enc, g, avg, output_size=None).eval()
-        info = {"steps": opts.get("max_steps") and _last_step(run / f"runs/keep/{name}_log.jsonl"),
+        info = {"steps": _last_step(run / f"runs/keep/{name}_log.jsonl"),
                 "encoder_type": opts["encoder_type"], "dataset_type": opts["dataset_type"],
                 "generator_steps": step, "generator_kimg": round(step * gan_cfg.batch / 1000, 1),
                 "trained": "scripts/avatar_gpu.sh on one H200; docs/model_card_avatar.md"}

@@ -47,9 +47,11 @@ def test_default_is_fp32_reference_on_cpu_and_tf32_on_cuda(monkeypatch):
 def test_default_impl(monkeypatch):
     cuda = torch.device("cuda")
     monkeypatch.setattr(fast, "triton_available", lambda device: torch.device(device).type == "cuda")
-    assert default_impl(cuda) == "ref"  # kernels not yet validated on a GPU: opt-in
-    monkeypatch.setattr(fast, "TRITON_BY_DEFAULT", True)
+    monkeypatch.setattr(fast, "TRITON_BY_DEFAULT", True)  # the default (E4E_KERNELS unset)
     assert default_impl(cuda) == "triton" and default_impl(torch.device("cpu")) == "ref"
+    monkeypatch.setattr(fast, "TRITON_BY_DEFAULT", False)  # E4E_KERNELS=ref
+    assert default_impl(cuda) == "ref"
+    monkeypatch.setattr(fast, "TRITON_BY_DEFAULT", True)
     assert default_impl(cuda, compile=True) == "taps"  # torch.compile gets the fusable FIR taps
     monkeypatch.setattr(fast, "triton_available", lambda device: False)
     assert default_impl(cuda) == "ref"  # no Triton installed: the PyTorch reference

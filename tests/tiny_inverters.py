@@ -43,10 +43,11 @@ def make_images(folder: Path, n_good: int = 3) -> dict[str, list[str]]:
 def float64_reference(inv, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(images at the generator's size, W+ codes) in float64, composed here from the parts rather than by
     the Inverter: codes = encoder(x) + latent_avg, images = decoder.synthesis(codes) with the stored noise.
-    x must already be at the encoder's input size."""
+    x must already be at the encoder's input size. Computed on the CPU whatever the device of inv and x
+    (float64 on a GPU is slow and takes other kernels), returned on the CPU."""
     import copy
-    enc = copy.deepcopy(inv.encoder).double().eval()
-    dec = copy.deepcopy(inv.decoder).double().eval().use_grouped_conv(True).use_channels_last(False)
+    enc = copy.deepcopy(inv.encoder).cpu().double().eval()
+    dec = copy.deepcopy(inv.decoder).cpu().double().eval().use_grouped_conv(True).use_channels_last(False)
     assert x.shape[-1] == inv.input_size
     with torch.no_grad():
         codes = enc(x.double().cpu())

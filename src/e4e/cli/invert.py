@@ -281,7 +281,7 @@ def register(sub):
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="image-decoding threads, working ahead of the model (default min(4, CPUs))")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "tf32", "bf16"),
-                   help="auto (default): tf32 on CUDA (Triton kernels with E4E_KERNELS=triton), fp32 on CPU; fp32: "
+                   help="auto (default): tf32 on CUDA (with the Triton kernels; E4E_KERNELS=ref: reference ops), fp32 on CPU; fp32: "
                         "strict reference numbers; tf32 / bf16: images within about 2e-3 / 3e-2 of fp32 "
                         "(docs/benchmarks.md)")
     p.add_argument("--compile", action="store_true",

@@ -8,7 +8,8 @@
 #   driver     (internal) build the 60k avatar set; train the 128 px generator for GEN_MIN minutes
 #              (compile included); then the e4e and pSp encoders side by side for ENC_MIN minutes;
 #              after each stage write fp16 safetensors parts of its weights to runs/export/
-# Env: GEN_MIN, ENC_MIN, WATCH_S; RESUME=1 continues the GAN run kept in models/avatar/state (g, d) and
+# Env: GEN_MIN, ENC_MIN, WATCH_S; BENCH=1 first runs the GPU tests and bench/official_bench.py (BENCH_S);
+# ENC_INIT=1 starts the encoders from the shipped ones; RESUME=1 continues the GAN run kept in models/avatar/state (g, d) and
 # the embedded generator (g_ema); COUNT, GEN_SET, ENC_SET (extra settings: CPU smoke tests).
 # A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is loaded first.
 set -euo pipefail
@@ -42,11 +43,15 @@ encoder_flags() {  # encoder_flags GENERATOR KIND EXP_DIR MINUTES
     --learning_rate 3e-4 --batch_size 32 --test_batch_size 64 --val_batches 8 --workers 6 --bf16 true
     --max_steps 1000000 --val_interval 1000 --image_interval 500 --board_interval 50 --save_interval 500
     --exp_dir "$3" --time_limit_min "$4")
+  local init=()  # ENC_INIT=1: warm start from the shipped encoders (the generator trained on from theirs)
+  if [ -n "${ENC_INIT:-}" ]; then
+    init=(--encoder_init "$([ "$2" = e4e ] && echo src/e4e/assets/e4e_avatar128.safetensors || echo models/avatar/psp_avatar128.safetensors)")
+  fi
   if [ "$2" = e4e ]; then
-    echo "${common[@]}" --encoder_type Encoder4Editing --w_discriminator_lambda 0.1 --use_w_pool true \
+    echo "${common[@]}" "${init[@]}" --encoder_type Encoder4Editing --w_discriminator_lambda 0.1 --use_w_pool true \
       --progressive_start 300 --progressive_step_every 100 --delta_norm_lambda 2e-4 ${ENC_SET:-}
   else
-    echo "${common[@]}" --encoder_type GradualStyleEncoder --w_discriminator_lambda 0 --delta_norm_lambda 0 ${ENC_SET:-}
+    echo "${common[@]}" "${init[@]}" --encoder_type GradualStyleEncoder --w_discriminator_lambda 0 --delta_norm_lambda 0 ${ENC_SET:-}
   fi
 }
 
@@ -93,9 +98,24 @@ driver() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 -c "import torch; print('torch', torch.__version__)"
   t=$(date +%s)
+  if [ -n "${BENCH:-}" ]; then  # GPU tests beside the dataset build (correctness only: no timing shares the CPUs)
+    timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests > runs/export/gpu_tests.txt 2>&1 &
+  fi
   $E4E data avatars data/avatars --size 128 --count "${COUNT:-60000}" --workers "$(nproc)" -q
   echo "dataset built in $(( $(date +%s) - t )) s"
-  encoder_smoke > runs/smoke.out 2>&1 &  # both encoder trainers on a random generator: fail early, not at the end
+  if [ -n "${BENCH:-}" ]; then  # issue #16's table, alone on the machine, before any training
+    wait || true; tail -n 3 runs/export/gpu_tests.txt
+    t=$(date +%s)
+    timeout 480 python3 bench/official_bench.py --official .carry/encoder4editing --batches 8 16 64 \
+      --official-max-batch 16 --compile --compile-batches 64 --budget-s "${BENCH_S:-400}" \
+      --json runs/export/official_bench.json > runs/export/official_bench.md 2>&1 || echo "official_bench failed"
+    echo "official bench in $(( $(date +%s) - t )) s"; tail -n 5 runs/export/official_bench.md
+  fi
+  # both encoder trainers on a random generator: fail early, not at the end (once a later call has
+  # carried their weights, where the tree could not hold them with the GAN state)
+  ( for f in .carry/effnet/efficientnet-lite0-57934424.pth models/avatar/sim_resnet_A.safetensors \
+        $([ -n "${ENC_INIT:-}" ] && echo models/avatar/psp_avatar128.safetensors); do
+      while [ ! -f "$f" ]; do sleep 10; done; done; encoder_smoke ) > runs/smoke.out 2>&1 &
   local resume=""
   if [ -n "${RESUME:-}" ]; then seed_from_state && resume=--resume; fi
   local cache=""

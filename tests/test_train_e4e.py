@@ -101,6 +101,30 @@ def test_resume_is_bit_exact(tiny_world, tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_encoder_init_warm_starts_the_encoder_with_another_generator(tiny_world, tmp_path):
+    """--encoder_init: a trained run's encoder, this run's generator (e.g. one trained further)."""
+    from e4e.errors import E4EError
+    donor = E4ETrainer(config(tiny_world, tmp_path / "a", max_steps=2))
+    donor.train()
+    g2 = tmp_path / "g2.pt"  # "the generator trained on": other weights, same architecture
+    from e4e.checkpoints import load_generator, save_rosinality
+    g, avg = load_generator(tiny_world / "g.pt")
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(0.01)
+    save_rosinality(g2, g, latent_avg=avg + 1)
+    warm = E4ETrainer(config(tiny_world, tmp_path / "b", stylegan_weights=str(g2),
+                             encoder_init=str(tmp_path / "a" / "inverter.safetensors")))
+    for (k, a), b in zip(donor.inverter.encoder.state_dict().items(), warm.inverter.encoder.state_dict().values()):
+        assert torch.equal(a, b), k
+    for a, b in zip(g.state_dict().values(), warm.inverter.decoder.state_dict().values()):
+        assert torch.equal(a, b)  # the generator is the new one, not the donor's
+    assert torch.allclose(warm.inverter.latent_avg, avg + 1)  # its mean W too
+    with pytest.raises(E4EError, match="--encoder_init .*another architecture"):
+        E4ETrainer(config(tiny_world, tmp_path / "c", encoder_widths=[8, 16, 24, 40],
+                          encoder_init=str(tmp_path / "a" / "inverter.safetensors")))
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -92,6 +92,8 @@ class E4ETrainer:
                                  style_dim=g.style_dim, input_size=cfg.input_size or max(preset["size"]), **kw)
             inv = Inverter(build_encoder(ecfg), g, avg if cfg.start_from_latent_avg else None,
                            output_size=None if g.size == max(preset["size"]) else max(preset["size"]))
+            if cfg.encoder_init:  # warm start: a trained encoder, fine-tuned for a further-trained generator
+                init_encoder_from(inv.encoder, cfg.encoder_init, self.log)
         self.inverter = inv.to(self.dev)
         self.n_styles = inv.decoder.n_latent
         inv.decoder.requires_grad_(cfg.train_decoder)
@@ -481,6 +483,20 @@ class E4ETrainer:
                 writer.close()
         D.barrier(info)
         return final
+
+
+def init_encoder_from(encoder: torch.nn.Module, path: str, log=print) -> None:
+    """Copy the encoder weights of the inverter checkpoint at `path` (any format load_inverter reads)
+    into `encoder`; a different architecture is a one-line error naming the file and the flag."""
+    from e4e.checkpoints import load_inverter
+    src = load_inverter(path, log=log).encoder.state_dict()
+    own = encoder.state_dict()
+    bad = sorted(set(src) ^ set(own)) + [k for k in own if k in src and src[k].shape != own[k].shape]
+    if bad:
+        raise E4EError(f"--encoder_init {path}: its encoder has another architecture than this run's "
+                       f"({len(bad)} tensors differ, e.g. {bad[0]}); match --encoder_type/--encoder_widths/...")
+    encoder.load_state_dict({k: v.to(own[k].dtype) for k, v in src.items()})
+    log(f"encoder initialised from {path}")
 
 
 def _as_tuple(x):

@@ -52,6 +52,7 @@ class E4ETrainConfig:
     input_size: int = 0  # encoder input size; 0: the preset's
     start_from_latent_avg: bool = True  # add the generator's mean W to the encoder's codes
     checkpoint_path: str = ""  # initialise from an e4e checkpoint (official .pt or ours)
+    encoder_init: str = ""  # start the encoder from this checkpoint's encoder, with stylegan_weights' generator
     train_decoder: bool = False  # also fine-tune the generator (official default: frozen)
     # losses
     l2_lambda: float = 1.0  # weight of the pixel L2 loss

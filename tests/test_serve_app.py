@@ -61,13 +61,14 @@ def test_invert_edit_reset_export(server, tmp_path):
                                                    api_name="/invert_upload")
     assert sample.stem in status and "distortion" in status
     assert np.array_equal(pixels(recon), pixels(edited))  # sliders at 0: the edit is the inversion
-    moved = c.predict(*zeros(editor, 3.0), api_name="/edit")
+    end = editor.directions[0].limit  # the first slider at its end (how far an edit goes is the model's)
+    moved = c.predict(*zeros(editor, end), api_name="/edit")
     assert np.abs(pixels(moved) - pixels(recon)).mean() > 1.0
     *slider_values, back = c.predict(api_name="/reset")
     assert slider_values == [0.0] * len(editor.directions) and np.array_equal(pixels(back), pixels(recon))
-    lat_path, img_path, status = c.predict(*zeros(editor, 3.0), api_name="/export")
+    lat_path, img_path, status = c.predict(*zeros(editor, end), api_name="/export")
     lat = e4e.load_latents(lat_path)
-    assert lat.names == [sample.stem] and lat.meta["edit"] == {editor.directions[0].label: 3.0}
+    assert lat.names == [sample.stem] and lat.meta["edit"] == {editor.directions[0].label: end}
     k = -(-web.DISPLAY // editor.size)  # the page shows small models' images enlarged k times
     assert np.array_equal(pixels(img_path), pixels(moved)[::k, ::k])
     exported = list((editor.workdir / "exports").rglob("*.npz"))

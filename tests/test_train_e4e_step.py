@@ -29,7 +29,10 @@ from e4e.nets.stylegan2 import Generator, GeneratorConfig
 from e4e.train.e4e import E4ETrainConfig, E4ETrainer
 
 LOSS_TOL = 1e-5  # float32 trainer vs float64 reference, relative
-GRAD_TOL = 1e-4  # per parameter tensor, max|g - g_ref| / max|g_ref|
+# per parameter tensor, max|g - g_ref| / max|g_ref|. float32 rounding through train-mode BatchNorm over a
+# batch of 2 reaches 1.4e-4 on one layer in today's environment (seen 2026-12-02, also at the commit before
+# any change of that day); a wrong or missing loss term is off by O(1)
+GRAD_TOL = 3e-4
 
 
 @pytest.fixture(scope="module")

@@ -43,15 +43,14 @@ encoder_flags() {  # encoder_flags GENERATOR KIND EXP_DIR MINUTES
     --learning_rate 3e-4 --batch_size 32 --test_batch_size 64 --val_batches 8 --workers 6 --bf16 true
     --max_steps 1000000 --val_interval 1000 --image_interval 500 --board_interval 50 --save_interval 500
     --exp_dir "$3" --time_limit_min "$4")
-  local init=()  # ENC_INIT=1: warm start from the shipped encoders (the generator trained on from theirs)
-  if [ -n "${ENC_INIT:-}" ]; then
-    init=(--encoder_init "$([ "$2" = e4e ] && echo src/e4e/assets/e4e_avatar128.safetensors || echo models/avatar/psp_avatar128.safetensors)")
-  fi
+  # ENC_INIT=1: warm start from the shipped encoder of this kind (the generator trained on from theirs)
   if [ "$2" = e4e ]; then
-    echo "${common[@]}" "${init[@]}" --encoder_type Encoder4Editing --w_discriminator_lambda 0.1 --use_w_pool true \
+    echo "${common[@]}" ${ENC_INIT:+--encoder_init src/e4e/assets/e4e_avatar128.safetensors} \
+      --encoder_type Encoder4Editing --w_discriminator_lambda 0.1 --use_w_pool true \
       --progressive_start 300 --progressive_step_every 100 --delta_norm_lambda 2e-4 ${ENC_SET:-}
   else
-    echo "${common[@]}" "${init[@]}" --encoder_type GradualStyleEncoder --w_discriminator_lambda 0 --delta_norm_lambda 0 ${ENC_SET:-}
+    echo "${common[@]}" ${ENC_INIT:+--encoder_init models/avatar/psp_avatar128.safetensors} \
+      --encoder_type GradualStyleEncoder --w_discriminator_lambda 0 --delta_norm_lambda 0 ${ENC_SET:-}
   fi
 }
 

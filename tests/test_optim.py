@@ -164,3 +164,35 @@ def test_build_optimizer():
     assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 1e-4
     with pytest.raises(E4EError, match="sgd"):
         build_optimizer("sgd", p, 1e-4)
+
+
+def test_foreach_equals_the_per_tensor_loop():
+    """impl=fast's multi-tensor Ranger: the same parameters and state, bit for bit, as the loop; with
+    tensors that skip steps (no gradient: a closed e4e offset), so step counts differ between tensors
+    and the foreach path groups them by count; weight decay and conv-shaped gradients included."""
+    torch.manual_seed(0)
+    shapes = [(4, 3, 3, 3), (4,), (5, 4), (2, 2, 1, 1), (7,)]
+    init = [torch.randn(s) for s in shapes]
+    runs = []
+    for foreach in (False, True):
+        ps = [t.clone().requires_grad_() for t in init]
+        opt = Ranger(ps, lr=0.03, weight_decay=0.01, foreach=foreach)
+        g = torch.Generator().manual_seed(1)
+        for step in range(15):  # crosses the rho switch and two Lookahead syncs
+            opt.zero_grad(set_to_none=True)
+            loss = sum((p * torch.randn(p.shape, generator=g)).sum() + (p ** 2).sum() for p in ps)
+            loss.backward()
+            if step < 5:
+                ps[2].grad = None  # opened later: its step count lags the others'
+            if step % 4 == 3:
+                ps[4].grad = None
+            opt.step()
+        runs.append((ps, opt))
+    (a, oa), (b, ob) = runs
+    for pa, pb in zip(a, b):
+        assert torch.equal(pa.detach(), pb.detach())
+        for k in ("exp_avg", "exp_avg_sq", "slow_buffer"):
+            assert torch.equal(oa.state[pa][k], ob.state[pb][k])
+        assert oa.state[pa]["step"] == ob.state[pb]["step"]
+    assert oa.state[a[2]]["step"] == 10 and oa.state[a[0]]["step"] == 15
+    assert not torch.equal(a[0].detach(), init[0])

@@ -85,9 +85,10 @@ def test_smoke_run_reconstruction_falls(tiny_world, tmp_path):
         assert torch.equal(a, b)
 
 
-def test_resume_is_bit_exact(tiny_world, tmp_path):
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+def test_resume_is_bit_exact(tiny_world, tmp_path, impl):
     kw = dict(progressive_start=2, progressive_step_every=1, w_discriminator_lambda=0.1, use_w_pool=True,
-              w_pool_size=3, d_reg_every=2, optim_name="ranger", save_interval=3)
+              w_pool_size=3, d_reg_every=2, optim_name="ranger", save_interval=3, impl=impl)
     straight = E4ETrainer(config(tiny_world, tmp_path / "a", max_steps=6, **kw))
     straight.train()
     first = E4ETrainer(config(tiny_world, tmp_path / "b", max_steps=3, **kw))

@@ -262,6 +262,8 @@ class WPool:
     def query(self, ws: torch.Tensor) -> torch.Tensor:
         if self.size == 0:
             return ws
+        if self.ws and self.ws[0].device != ws.device:  # loaded from a checkpoint (CPU): join the codes
+            self.ws = [w.to(ws.device) for w in self.ws]
         out = []
         for w in ws:
             if w.ndim == 2:
@@ -279,7 +281,7 @@ class WPool:
         return torch.stack(out)
 
     def state_dict(self) -> dict:
-        ws = torch.stack(self.ws) if self.ws else torch.zeros(0)
+        ws = torch.stack(self.ws).cpu() if self.ws else torch.zeros(0)
         return {"size": self.size, "ws": ws, "rng": self.rng.get_state()}
 
     def load_state_dict(self, state: dict) -> None:

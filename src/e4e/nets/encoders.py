@@ -265,6 +265,38 @@ class Encoder4Editing(_PyramidEncoder):
         """How many offsets (styles 1..n) the current stage adds to w0."""
         return self.n_styles - 1 if self.stage == INFERENCE else min(self.stage, self.n_styles - 1)
 
+    def offset_mask(self, stage: int | str, device=None) -> torch.Tensor:
+        """(n_styles,) float: 1 where the offset of a style is open at `stage`, 0 elsewhere (style 0 is w0)."""
+        m = torch.zeros(self.n_styles, device=device)
+        n_open = self.n_styles - 1 if stage == INFERENCE else min(int(stage), self.n_styles - 1)
+        m[1:n_open + 1] = 1
+        return m
+
+    def closed_parameters(self, stage: int | str) -> list[nn.Parameter]:
+        """The parameters that the stage-`stage` forward does not use (the reference forward leaves their
+        .grad None): heads of closed offsets, and the lateral layers of pyramid levels no open offset reads."""
+        n_open = self.n_styles - 1 if stage == INFERENCE else min(int(stage), self.n_styles - 1)
+        closed = [p for i in range(n_open + 1, self.n_styles) for p in self.styles[i].parameters()]
+        if n_open < self.coarse_ind:
+            closed += list(self.latlayer1.parameters())
+        if n_open < self.middle_ind:
+            closed += list(self.latlayer2.parameters())
+        return closed
+
+    def masked_codes(self, x, mask: torch.Tensor):
+        """codes = w0 + mask_i * offset_i with every head computed: the same values as forward() at the
+        stage `mask` encodes (offset_mask), from one graph for all stages (the trainer's impl="fast" compiles
+        it once). Closed heads then get zero gradients where forward() gives None: the trainer drops them
+        (closed_parameters) so the optimizer skips them as it does after forward()."""
+        c1, c2, c3 = self.features(x)
+        p2 = upsample_add(c3, self.latlayer1(c2))
+        p1 = upsample_add(p2, self.latlayer2(c1))
+        w0 = self.styles[0](c3)
+        deltas = [torch.zeros_like(w0)] + [
+            self.styles[i](c3 if i < self.coarse_ind else p2 if i < self.middle_ind else p1)
+            for i in range(1, self.n_styles)]
+        return w0.unsqueeze(1) + mask.to(w0.dtype)[None, :, None] * torch.stack(deltas, dim=1)
+
     def codes_from_features(self, feats):
         c1, c2, c3 = feats
         w0 = self.styles[0](c3)

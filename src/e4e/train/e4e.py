@@ -8,6 +8,20 @@ offset every progressive_step_every steps), so resuming recomputes it. Everythin
 flips, z, noise, the W pools) is derived from the seed or saved, so a resumed CPU run is bit-identical to
 an uninterrupted one. Checkpoints use the official layout ({state_dict: encoder./decoder., opts,
 latent_avg, global_step, optimizer, discriminator_*}) plus our own resume state, written atomically.
+
+Two implementations of the same step (cfg.impl; `train_step` runs either):
+- "reference": the official structure. The encoder forward computes only the open offsets' heads, so
+  every progressive stage is another graph; Ranger loops over parameters; images are decoded from disk.
+- "fast": the e4e encoder computes every head and masks the closed offsets (Encoder4Editing.masked_codes,
+  the stage is a tensor), so one graph serves all stages and the encoder objective (encoder, generator,
+  every loss) and the D step's no-grad encoder forward run under torch.compile (compile=auto: on CUDA,
+  one process); the closed heads' zero gradients are dropped so Ranger skips them exactly as it does
+  after the reference forward; Ranger runs in foreach kernels; on CUDA the training images sit on the GPU
+  as uint8 (when they fit). The losses are the same arithmetic: the adversarial loss as a masked mean over
+  the open styles, L_d-reg as a masked sum. tests/test_train_e4e_fast.py compares the two on CPU.
+  Several processes (DDP) keep the reference forward (DDP needs forward()) with the other fast parts.
+The W pools keep their codes on the training device in both (their draws come from their own CPU
+generator, so no step waits for the GPU); logged scalars are read back every board_interval steps only.
 """
 import json
 import math
@@ -96,6 +110,8 @@ class E4ETrainer:
                 init_encoder_from(inv.encoder, cfg.encoder_init, self.log)
         self.inverter = inv.to(self.dev)
         self.n_styles = inv.decoder.n_latent
+        fast = cfg.impl == "fast"
+        self.masked = fast and self.info.world == 1 and hasattr(inv.encoder, "masked_codes")
         inv.decoder.requires_grad_(cfg.train_decoder)
         if self.dev.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -103,7 +119,7 @@ class E4ETrainer:
             inv.decoder.use_grouped_conv(False)
         params = list(inv.encoder.parameters()) + (list(inv.decoder.parameters()) if cfg.train_decoder else [])
         from e4e.train.optim import build_optimizer
-        self.opt = build_optimizer(cfg.optim_name, params, cfg.learning_rate)
+        self.opt = build_optimizer(cfg.optim_name, params, cfg.learning_rate, foreach=fast)
         self.disc = None
         if cfg.w_discriminator_lambda > 0:
             from e4e.losses import WPool
@@ -118,6 +134,11 @@ class E4ETrainer:
         self.enc = DDP(inv.encoder, device_ids=ids, find_unused_parameters=True) if w else inv.encoder
         self.dec = DDP(inv.decoder, device_ids=ids) if (w and cfg.train_decoder) else inv.decoder
         self.d_train = DDP(self.disc, device_ids=ids) if (w and self.disc is not None) else self.disc
+        use_compile = {"on": True, "off": False}.get(cfg.compile, fast and self.dev.type == "cuda" and not w)
+        self.compiled = use_compile and self.masked
+        self._objective = torch.compile(self.masked_objective) if self.compiled else self.masked_objective
+        self._fake_codes = torch.compile(self.masked_codes) if self.compiled else self.masked_codes
+        self._masks = {}
 
     def _build_losses(self):
         cfg, preset = self.cfg, self.preset
@@ -181,6 +202,30 @@ class E4ETrainer:
         if cfg.batch_size % self.info.world:
             raise E4EError(f"batch_size {cfg.batch_size} is not divisible by {self.info.world} processes")
         self.plan = BatchPlan(len(self.train_set), cfg.batch_size, cfg.seed)
+        self.device_images = None
+        if cfg.impl == "fast" and self.dev.type == "cuda":
+            h, w = (size, size) if isinstance(size, int) else size
+            need = len(self.train_set) * 3 * h * w
+            free, _ = torch.cuda.mem_get_info(self.dev)
+            if need < free // 4:  # the models and activations keep the rest
+                from e4e.train.data import DeviceImages
+                self.device_images = DeviceImages(self.train_set, self.dev, threads=max(1, cfg.workers),
+                                                  desc="load training images")
+            else:
+                self.log(f"{cfg.train_data}: {need / 2**30:.1f} GiB of images do not fit a quarter of the free "
+                         "GPU memory; decoding them per batch instead")
+
+    def batches(self, start: int, stop: int):
+        """Yields (step, this rank's batch on the device) for steps start..stop-1: gathered on the GPU
+        when the images are resident there, else decoded ahead by `workers` threads (the same images)."""
+        info = self.info
+        if self.device_images is not None:
+            for s in range(start, stop):
+                yield s, self.device_images.batch(self.plan, s, info.rank, info.world)
+            return
+        for s, x in prefetch_batches(self.train_set, self.plan, start, stop, info.rank, info.world,
+                                     self.cfg.workers):
+            yield s, x.to(self.dev, non_blocking=True)
 
     # -- losses ----------------------------------------------------------------------------------
     def forward(self, x, stage, randomize_noise: bool = True, ddp: bool = True):
@@ -192,25 +237,65 @@ class E4ETrainer:
         if self.inverter.latent_avg is not None:
             codes = codes + self.inverter.latent_avg.unsqueeze(0)
         y_hat, _ = dec(codes, input_is_latent=True, randomize_noise=randomize_noise)
+        return self._to_target(y_hat), codes
+
+    def _to_target(self, y_hat):
+        """Generator output -> the target's size and crop."""
         if self.inverter.output_size and y_hat.shape[-1] != self.inverter.output_size:
             y_hat = F.adaptive_avg_pool2d(y_hat, (self.inverter.output_size,) * 2)
         crop = self.preset["crop"]
         if crop:
             y_hat = y_hat[:, :, crop[0]:crop[1], :]
-        return y_hat, codes
+        return y_hat
 
-    def encoder_loss(self, x, y, y_hat, codes, stage):
+    def offset_mask(self, stage) -> torch.Tensor:
+        """The stage as the (n_styles,) 0/1 tensor masked_codes takes (one per stage, kept on the device)."""
+        if stage not in self._masks:
+            self._masks[stage] = self.inverter.encoder.offset_mask(stage, self.dev)
+        return self._masks[stage]
+
+    def masked_codes(self, x, mask):
+        """impl=fast: encoder codes for x at the stage `mask` encodes, latent_avg added (as forward's)."""
+        codes = self.inverter.encoder.masked_codes(self.inverter.resize_input(x), mask)
+        if self.inverter.latent_avg is not None:
+            codes = codes + self.inverter.latent_avg.unsqueeze(0)
+        return codes
+
+    def masked_objective(self, x, mask, progressive: bool, randomize_noise: bool = True):
+        """impl=fast: forward + encoder_loss in one function (compiled whole): -> (loss, logs, y_hat, codes).
+        `progressive` (a Python bool: the stage is not "inference") switches L_d-reg on."""
+        codes = self.masked_codes(x, mask)
+        y_hat, _ = self.inverter.decoder(codes, input_is_latent=True, randomize_noise=randomize_noise)
+        y_hat = self._to_target(y_hat)
+        loss, logs = self.encoder_loss(x, x, y_hat, codes, "masked" if progressive else "inference", mask=mask)
+        return loss, logs, y_hat, codes
+
+    def encoder_loss(self, x, y, y_hat, codes, stage, mask=None):
+        """The encoder objective. With `mask` (impl=fast; stage is then "masked" or "inference") the open
+        styles come from the mask: the adversarial loss is the mean over styles 0..K of D's loss on every
+        style, weighted 1 on open rows and 0 elsewhere, and L_d-reg sums the norms of the open offsets
+        only (closed offsets are exactly 0 there; their norms are taken of a constant, so no 0/0 gradient)."""
         from e4e.losses import delta_norms, g_nonsaturating_loss
         cfg, logs = self.cfg, {}
         loss = 0.0
         if self.disc is not None:
-            dims = self.n_styles if stage == "inference" else stage + 1
-            adv = g_nonsaturating_loss(self.disc(codes[:, :dims].reshape(-1, codes.shape[-1])).float())
+            if mask is None:
+                dims = self.n_styles if stage == "inference" else stage + 1
+                adv = g_nonsaturating_loss(self.disc(codes[:, :dims].reshape(-1, codes.shape[-1])).float())
+            else:
+                rows = torch.ones_like(mask) if stage == "inference" else torch.cat([mask.new_ones(1), mask[1:]])
+                per = F.softplus(-self.disc(codes.reshape(-1, codes.shape[-1])).float()).view(codes.shape[0], -1)
+                adv = (per * rows).sum() / (codes.shape[0] * rows.sum())
             logs["encoder_discriminator_loss"] = adv.detach()
             loss = loss + cfg.w_discriminator_lambda * adv
         if stage != "inference":
-            norms = delta_norms(codes.float(), stage, cfg.delta_norm)
-            d_reg = norms.sum()
+            if mask is None:
+                d_reg = delta_norms(codes.float(), stage, cfg.delta_norm).sum()
+            else:
+                c = codes.float()
+                open_ = mask[1:, None] > 0
+                deltas = torch.where(open_, c[:, 1:] - c[:, :1], torch.ones_like(c[:, 1:]))
+                d_reg = (torch.linalg.vector_norm(deltas, ord=cfg.delta_norm, dim=2).mean(dim=0) * mask[1:]).sum()
             logs["total_delta_loss"] = d_reg.detach()
             loss = loss + cfg.delta_norm_lambda * d_reg
         if self.sim is not None:
@@ -233,15 +318,18 @@ class E4ETrainer:
         mapping(z) (B, D) and fake codes = encoder codes for x + latent_avg (the codes fed to the generator),
         open styles only, through the W pools, one style per sample (B, D)."""
         real_w = self.inverter.decoder.mapping(z)
-        self.inverter.encoder.set_stage(stage) if hasattr(self.inverter.encoder, "set_stage") else None
-        fake_w = self.inverter.encoder(self.inverter.resize_input(x))
-        if self.inverter.latent_avg is not None:
-            fake_w = fake_w + self.inverter.latent_avg.unsqueeze(0)
+        if self.masked:
+            fake_w = self._fake_codes(x, self.offset_mask(stage))
+        else:
+            self.inverter.encoder.set_stage(stage) if hasattr(self.inverter.encoder, "set_stage") else None
+            fake_w = self.inverter.encoder(self.inverter.resize_input(x))
+            if self.inverter.latent_avg is not None:
+                fake_w = fake_w + self.inverter.latent_avg.unsqueeze(0)
         if stage != "inference":
             fake_w = fake_w[:, :stage + 1]
         if self.cfg.use_w_pool:
-            real_w = self.real_pool.query(real_w.cpu()).to(self.dev)
-            fake_w = self.fake_pool.query(fake_w.cpu()).to(self.dev)
+            real_w = self.real_pool.query(real_w)
+            fake_w = self.fake_pool.query(fake_w)
         if fake_w.ndim == 3:
             fake_w = fake_w[:, 0]
         return real_w, fake_w
@@ -397,6 +485,33 @@ class E4ETrainer:
         pairs = torch.stack([x[:k].float().cpu(), y_hat[:k].float().cpu()], 1).flatten(0, 1)
         save_grid(pairs.clamp(-1, 1), self.exp / "images" / name, nrow=2)
 
+    # -- one step --------------------------------------------------------------------------------
+    def train_step(self, step: int, x: torch.Tensor) -> dict:
+        """One training step at global step `step` on this rank's batch x (on the device): the latent
+        discriminator's step (lazy R1 included) if it is on, then the encoder's. -> the logged scalars
+        (tensors: nothing here waits for the GPU). Sets self.step = step + 1; self.last = (y_hat, codes)."""
+        cfg = self.cfg
+        self.step = step
+        stage = progressive_stage(step, cfg, self.n_styles)
+        logs = self.discriminator_step(x, stage) if self.disc is not None else {}
+        amp = torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=cfg.bf16 and self.dev.type == "cuda")
+        with amp:
+            if self.masked:
+                loss, enc_logs, y_hat, codes = self._objective(x, self.offset_mask(stage), stage != "inference")
+            else:
+                y_hat, codes = self.forward(x, stage)
+                loss, enc_logs = self.encoder_loss(x, x, y_hat, codes, stage)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.masked:  # what the reference forward leaves without a gradient, the optimizer must skip
+            for p in self.inverter.encoder.closed_parameters(stage):
+                p.grad = None
+        self.opt.step()
+        logs.update(enc_logs)
+        self.step = step + 1
+        self.last = (y_hat, codes)
+        return logs
+
     # -- main loop -------------------------------------------------------------------------------
     def _mean_over_ranks(self, logs: dict) -> dict:
         """Logged scalars are means over the global batch, not rank 0's share of it."""
@@ -416,27 +531,17 @@ class E4ETrainer:
         self.inverter.encoder.train()
         if not cfg.train_decoder:
             self.inverter.decoder.eval()
-        amp = torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=cfg.bf16 and self.dev.type == "cuda")
         save_every = cfg.save_interval or cfg.max_steps
         deadline = Deadline(cfg.time_limit_min)
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", disable=not info.main, dynamic_ncols=True)
         t0, s0 = time.time(), self.step
-        data = prefetch_batches(self.train_set, self.plan, self.step, cfg.max_steps, info.rank, info.world, cfg.workers)
-        for step, x in data:
+        for step, x in self.batches(self.step, cfg.max_steps):
             if deadline.passed(step, info):
                 self.log(f"time limit of {cfg.time_limit_min} min reached at step {step}") if info.main else None
                 break
-            x = x.to(self.dev, non_blocking=True)
             stage = progressive_stage(step, cfg, self.n_styles)
-            logs = self.discriminator_step(x, stage) if self.disc is not None else {}
-            with amp:
-                y_hat, codes = self.forward(x, stage)
-                loss, enc_logs = self.encoder_loss(x, x, y_hat, codes, stage)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            logs.update(enc_logs)
-            self.step = step + 1
+            logs = self.train_step(step, x)
+            y_hat, codes = self.last
             bar.update(1)
             if self.step % cfg.board_interval == 0 or self.step == cfg.max_steps:
                 from e4e.metrics import delta_norms as offset_stats

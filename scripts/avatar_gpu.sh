@@ -9,7 +9,10 @@
 #              (compile included); then the e4e and pSp encoders side by side for ENC_MIN minutes;
 #              after each stage write fp16 safetensors parts of its weights to runs/export/
 # Env: GEN_MIN, ENC_MIN, WATCH_S; BENCH=1 first runs the GPU tests and bench/official_bench.py (BENCH_S);
-# ENC_INIT=1 starts the encoders from the shipped ones; RESUME=1 continues the GAN run kept in models/avatar/state (g, d) and
+# ENC_INIT=1 starts the encoders from the shipped ones (e4e: its progressive stages reopen within 220
+# steps, not 1,300); GEN_MIN=0 trains no generator (the encoders train on the embedded one); E4E_BENCH=1
+# times the e4e trainer (bench/train_bench.py, its e4e rows) after the encoders; METRICS=1 then assembles
+# the new models on the device and runs bench/avatar_model_metrics.py there (model_metrics.* exported); RESUME=1 continues the GAN run kept in models/avatar/state (g, d) and
 # the embedded generator (g_ema); COUNT, GEN_SET, ENC_SET (extra settings: CPU smoke tests).
 # A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is loaded first.
 set -euo pipefail
@@ -45,9 +48,10 @@ encoder_flags() {  # encoder_flags GENERATOR KIND EXP_DIR MINUTES
     --exp_dir "$3" --time_limit_min "$4")
   # ENC_INIT=1: warm start from the shipped encoder of this kind (the generator trained on from theirs)
   if [ "$2" = e4e ]; then
-    echo "${common[@]}" ${ENC_INIT:+--encoder_init src/e4e/assets/e4e_avatar128.safetensors} \
-      --encoder_type Encoder4Editing --w_discriminator_lambda 0.1 --use_w_pool true \
-      --progressive_start 300 --progressive_step_every 100 --delta_norm_lambda 2e-4 ${ENC_SET:-}
+    echo "${common[@]}" --encoder_type Encoder4Editing --w_discriminator_lambda 0.1 --use_w_pool true \
+      --progressive_start 300 --progressive_step_every 100 --delta_norm_lambda 2e-4 \
+      ${ENC_INIT:+--encoder_init src/e4e/assets/e4e_avatar128.safetensors --progressive_start 0 --progressive_step_every 20} \
+      ${ENC_SET:-}
   else
     echo "${common[@]}" ${ENC_INIT:+--encoder_init models/avatar/psp_avatar128.safetensors} \
       --encoder_type GradualStyleEncoder --w_discriminator_lambda 0 --delta_norm_lambda 0 ${ENC_SET:-}
@@ -112,9 +116,41 @@ driver() {
   fi
   # both encoder trainers on a random generator: fail early, not at the end (once a later call has
   # carried their weights, where the tree could not hold them with the GAN state)
-  ( for f in .carry/effnet/efficientnet-lite0-57934424.pth models/avatar/sim_resnet_A.safetensors \
+  [ "${GEN_MIN:-14}" = 0 ] || ( for f in .carry/effnet/efficientnet-lite0-57934424.pth models/avatar/sim_resnet_A.safetensors \
         $([ -n "${ENC_INIT:-}" ] && echo models/avatar/psp_avatar128.safetensors); do
       while [ ! -f "$f" ]; do sleep 10; done; done; encoder_smoke ) > runs/smoke.out 2>&1 &
+  local gen=runs/g128/generator.pt
+  if [ "${GEN_MIN:-14}" = 0 ]; then gen=src/e4e/assets/e4e_avatar128.safetensors; echo "no generator training"
+  else train_generator; fi
+  train_encoders "$gen"
+  if [ -n "${E4E_BENCH:-}" ]; then  # alone on the machine: the encoders have finished
+    t=$(date +%s)
+    timeout "${E4E_BENCH_S:-420}" python3 bench/train_bench.py --configs --e4e-configs avatar128 ffhq \
+      ${E4E_BENCH_ARGS:-} --json runs/export/train_bench_e4e.json > runs/export/train_bench_e4e.md 2>&1 \
+      || echo "train_bench (e4e rows) failed or ran out of time"
+    echo "e4e train bench in $(( $(date +%s) - t )) s"; tail -n 12 runs/export/train_bench_e4e.md
+  fi
+  if [ -n "${METRICS:-}" ]; then
+    t=$(date +%s)
+    mkdir -p runs/assembled && cp -r runs/keep runs/assembled/ 2>/dev/null; mkdir -p runs/assembled/runs
+    mv runs/assembled/keep runs/assembled/runs/keep; cp runs/export/*_encoder.part* runs/assembled/
+    if [ "${GEN_MIN:-14}" = 0 ]; then
+      python3 scripts/assemble_avatar.py runs/assembled --generator src/e4e/assets/e4e_avatar128.safetensors
+    else
+      cp runs/export/g128_g_ema.part* runs/assembled/; cp -r runs/g128 runs/assembled/runs/ 2>/dev/null || true
+      python3 scripts/assemble_avatar.py runs/assembled
+    fi
+    timeout "${METRICS_S:-600}" python3 bench/avatar_model_metrics.py --data data/avatars \
+      --e4e src/e4e/assets/e4e_avatar128.safetensors --psp models/avatar/psp_avatar128.safetensors \
+      --classifier models/avatar/eval_convnet_B.safetensors -o runs/metrics --device cuda ${METRICS_ARGS:-} \
+      > runs/metrics.out 2>&1 || echo "metrics failed"
+    tail -n 30 runs/metrics.out; cp runs/metrics/model_metrics.* runs/export/ 2>/dev/null || true
+    echo "assembly and metrics in $(( $(date +%s) - t )) s"
+  fi
+  echo done > runs/driver.done
+}
+
+train_generator() {
   local resume=""
   if [ -n "${RESUME:-}" ]; then seed_from_state && resume=--resume; fi
   local cache=""
@@ -144,20 +180,34 @@ PY
   [ -f runs/g128/compile_cache.bin ] && split -b 15M -d runs/g128/compile_cache.bin runs/export/compile_cache.bin.
   cp runs/g128/log.jsonl runs/keep/g128_log.jsonl
   tar czf runs/export/g128_logs.tgz runs/keep runs/g128.out runs/g128/config.json $(ls runs/g128/sample_*.png | tail -3)
-  # encoders: same data, losses and budget; pSp without the editability terms
-  $E4E train $(encoder_flags runs/g128/generator.pt e4e runs/e4e "${ENC_MIN:-7}") > runs/e4e.out 2>&1 &
+}
+
+train_encoder() {  # train_encoder GENERATOR KIND: the fast trainer (compiled on CUDA); if it fails, the rest of
+  # its time eager (compile off), resuming what it saved
+  local t0; t0=$(date +%s)
+  $E4E train $(encoder_flags "$1" "$2" "runs/$2" "${ENC_MIN:-7}") > "runs/$2.out" 2>&1 && return 0
+  tr '\r' '\n' < "runs/$2.out" | grep -v "it/s]$" | tail -n 20 > "runs/$2.failed"
+  local left; left=$(python3 -c "print(max(0.5, ${ENC_MIN:-7} - ($(date +%s) - $t0) / 60))")
+  echo "$2: compiled run failed; $left min eager" >> "runs/$2.failed"
+  $E4E train $(encoder_flags "$1" "$2" "runs/$2" "$left") --compile off --resume > "runs/$2.out" 2>&1
+}
+
+train_encoders() {  # train_encoders GENERATOR: e4e and pSp side by side; same data, losses and budget (pSp
+  # without the editability terms); their weights exported as fp16 parts
+  local t
+  train_encoder "$1" e4e &
   local pe4e=$!
-  $E4E train $(encoder_flags runs/g128/generator.pt psp runs/psp "${ENC_MIN:-7}") > runs/psp.out 2>&1 &
+  train_encoder "$1" psp &
   local ppsp=$!
   wait $pe4e || echo "e4e training failed"
   wait $ppsp || echo "pSp training failed"
+  cat runs/*.failed 2>/dev/null || true
   for r in e4e psp; do
     tr '\r' '\n' < runs/$r.out | grep -v "it/s" | tail -3
     [ -f runs/$r/checkpoints/last.pt ] && { export_encoder $r || echo "export of $r failed"; }
     cp runs/$r/log.jsonl runs/keep/${r}_log.jsonl 2>/dev/null || true
   done
   tar czf runs/export/enc_logs.tgz runs/keep runs/*.out $(ls runs/e4e/images/* runs/psp/images/* 2>/dev/null | tail -6)
-  echo done > runs/driver.done
 }
 
 watch() {

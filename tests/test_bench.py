@@ -132,3 +132,27 @@ def test_train_bench_cpu_smoke(tmp_path):
         assert 0 < x["floor_share"] < 1  # below the matmul peak measured in the same run
     assert rows[0]["flops_per_step"] == rows[1]["flops_per_step"]
     assert "| gan | tiny | fast | 4 |" in r.stdout
+
+
+@pytest.mark.slow
+def test_train_bench_e4e_rows_on_cpu(tmp_path):
+    """bench/train_bench.py's e4e rows on the tiny config, in-process: the e4e trainer's train_step fed by
+    its batches(), every row (reference fp32, reference bf16, fast bf16; compile off) with a positive
+    finite rate that agrees with itself, whole R1 cycles timed, one FLOP count shared by every row."""
+    import math
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import train_bench
+    rows = train_bench.e4e_rows("cpu", ["tiny"], warmup=1, steps=2, peak=1e12, root=tmp_path, compile="off")
+    assert [(r["trainer"], r["config"], r["impl"], r["bf16"]) for r in rows] == [
+        ("e4e", "tiny", "reference", False), ("e4e", "tiny", "reference", True), ("e4e", "tiny", "fast", True)]
+    for r in rows:
+        assert math.isfinite(r["images_per_s"]) and r["images_per_s"] > 0
+        assert r["images_per_s"] == pytest.approx(r["steps_per_s"] * r["batch"], rel=1e-9)
+        assert r["ms_per_step"] == pytest.approx(1000 / r["steps_per_s"], rel=1e-9)
+        assert r["steps"] % train_bench.E4E_CONFIGS["tiny"]["train"]["d_reg_every"] == 0
+        assert r["flops_per_step"] > 0
+        assert r["tflops"] == pytest.approx(r["flops_per_step"] * r["steps_per_s"] / 1e12, rel=1e-9)
+        assert r["first_step_s"] > 0 and r["compile"] == "off"
+        assert r["last_loss"] is not None and math.isfinite(r["last_loss"])
+    assert len({r["flops_per_step"] for r in rows}) == 1

@@ -320,4 +320,8 @@ def markdown(rows: list[dict], heads: list[str], n_test: int, args, device=torch
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from e4e.errors import E4EError
+    try:
+        raise SystemExit(main())
+    except E4EError as e:  # a missing weight file or bad input: one line, not a traceback
+        raise SystemExit(f"error: {e}") from None

@@ -70,6 +70,19 @@ def test_dry_run_prints_flags_resolved(capsys):
     assert cfg["use_w_pool"] is False and cfg["bf16"] is True and cfg["encoder_units"] == [2, 2, 3, 2]
 
 
+def test_checkpoint_path_and_encoder_init_together_are_one_line(tmp_path, capsys):
+    rc = main(["train", "--config", str(REPO / "configs" / "emoji.yaml"), "--generator", "g.pt",
+               "--checkpoint_path", "a.pt", "--encoder_init", "b.pt", "--exp_dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "checkpoint_path and encoder_init both given" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("field,value", [("impl", "turbo"), ("compile", "maybe")])
+def test_bad_impl_and_compile_are_one_line(field, value):
+    with pytest.raises(E4EError, match=f"{field} {value!r}"):
+        E4ETrainConfig(train_data="d", stylegan_weights="g.pt", **{field: value}).validate()
+
+
 def test_resume_needs_a_run_folder(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a run folder (no opts.json)" in capsys.readouterr().err

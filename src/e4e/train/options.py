@@ -117,6 +117,9 @@ class E4ETrainConfig:
             raise E4EError(f"compile {self.compile!r}: use auto, on or off")
         if self.perceptual not in ("lpips", "efficientnet"):
             raise E4EError(f"perceptual {self.perceptual!r}: use lpips or efficientnet")
+        if self.checkpoint_path and self.encoder_init:
+            raise E4EError("checkpoint_path and encoder_init both given: checkpoint_path loads a whole inverter "
+                           "(encoder and generator), encoder_init only an encoder for stylegan_weights; pass one")
         if not self.train_data:
             raise E4EError("no training data: set train_data (an image folder)")
         if not self.stylegan_weights:

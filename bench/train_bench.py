@@ -68,9 +68,8 @@ def write_images(folder: Path, n: int, size: int) -> None:
 
 def gan_config(name, data, out, device, impl, **kw):
     from e4e.train.stylegan import GANTrainConfig
-    c = dict(GAN_CONFIGS[name])
-    return GANTrainConfig(data=str(data), out=str(out), device=device, impl=impl, bf16=device != "cpu",
-                          workers=8, **c, **kw)
+    c = {**GAN_CONFIGS[name], "bf16": device != "cpu", "workers": 8, **kw}
+    return GANTrainConfig(data=str(data), out=str(out), device=device, impl=impl, **c)
 
 
 def gan_flops_per_step(cfg) -> float:

@@ -156,3 +156,44 @@ def test_train_bench_e4e_rows_on_cpu(tmp_path):
         assert r["first_step_s"] > 0 and r["compile"] == "off"
         assert r["last_loss"] is not None and math.isfinite(r["last_loss"])
     assert len({r["flops_per_step"] for r in rows}) == 1
+
+
+def test_train_profile_helpers():
+    """Kernel classes (inductor names its kernels after the ops it fuses, so Triton wins over
+    'convolution'), the busy time as a union of overlapping intervals, and typed --gan-set settings."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import train_profile as tp
+    assert tp.kernel_class("triton_poi_fused_add_convolution_mul_0") == "Triton (inductor-fused)"
+    assert tp.kernel_class("sm90_xmma_fprop_implicit_gemm_bf16bf16") == "convolution (cuDNN, depthwise)"
+    assert tp.kernel_class("void at::native::conv_depthwise2d_forward_kernel") == "convolution (cuDNN, depthwise)"
+    assert tp.kernel_class("nvjet_hsh_256x128_64x4_2x1_v_bz_coopA_NTN") == "matmul (cuBLAS/CUTLASS)"
+    assert tp.kernel_class("void at::native::multi_tensor_apply_kernel<FusedAdam>") == "optimizer (fused/foreach)"
+    assert tp.kernel_class("void at::native::vectorized_elementwise_kernel<4>") == "elementwise (eager ATen)"
+    assert tp.kernel_class("Memset (Device)") == "memcpy / memset"
+    assert tp.kernel_class("something_else") == "other"
+    assert tp.busy_time([(0, 2), (1, 3), (5, 6), (5.5, 5.7)]) == 4
+    assert tp.busy_time([]) == 0
+    assert tp.parse_settings("channels_last=true reg_bf16=0 batch=32") == {
+        "channels_last": True, "reg_bf16": False, "batch": 32}
+
+
+@pytest.mark.slow
+def test_train_profile_cpu_smoke(tmp_path):
+    """Both trainers' steps split into their marked phases on the CPU; the phases account for the step."""
+    out = tmp_path / "rows.jsonl"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "train_profile.py"), "--device", "cpu",
+                        "--gan-configs", "tiny", "--e4e-configs", "tiny", "--modes", "eager", "--cycles", "1",
+                        "--warmup", "1", "--root", str(tmp_path / "w"), "--json", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(x["trainer"], x["config"], x["mode"]) for x in rows] == [("gan", "tiny", "eager"), ("e4e", "tiny", "eager")]
+    gan, e4e = rows
+    assert {"D R1 (eager)", "G path length (eager)", "G main: forward"} <= set(gan["phases"])
+    assert set(e4e["phases"]) == {"latent D (R1 included)", "encoder objective: forward",
+                                  "encoder objective: backward", "Ranger"}
+    for x in rows:
+        assert x["phase_ms_sum"] <= x["ms_per_step"] * 1.001
+        assert x["phase_ms_sum"] >= 0.7 * x["ms_per_step"]
+        assert sum(p["share"] for p in x["phases"].values()) == pytest.approx(1)
+        assert "| phase | ms/step | share |" in r.stdout

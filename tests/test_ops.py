@@ -157,3 +157,77 @@ def test_modulated_conv2d(grouped, up, demodulate):
     ref = modconv_per_sample(x, w, s, demodulate, 1, up, blur, (1, 1))
     assert ours.shape == ref.shape == ((3, 5, 12, 12) if up else (3, 5, 6, 6))
     assert torch.allclose(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+# -- e4e.ops.conv: impl="gradfix" (backward passes written as convolutions) -------------------------------
+CONV_CASES = [  # (stride, padding, groups, kernel): the shapes StyleGAN2's G and D use, and grouped ones
+    (1, 1, 1, 3), (2, 0, 1, 3), (2, 0, 1, 1), (1, 0, 4, 4), (2, 1, 2, 3)]
+
+
+@pytest.mark.parametrize("stride,padding,groups,k", CONV_CASES)
+def test_gradfix_conv2d_values_gradients_and_second_derivatives(stride, padding, groups, k):
+    """Same values as F.conv2d / F.conv_transpose2d, and gradcheck + gradgradcheck (float64) of the
+    Function's hand-written backward: the second derivatives R1 and path length take."""
+    from torch.autograd import gradcheck, gradgradcheck
+
+    from e4e.ops.conv import conv2d, conv_transpose2d
+    g = torch.Generator().manual_seed(stride * 100 + padding * 10 + groups + k)
+    x = torch.randn(2, 4, 7, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 4 // groups, k, k, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=g, dtype=torch.float64)
+    conv = lambda x, w: conv2d(x, w, stride=stride, padding=padding, groups=groups, impl="gradfix")  # noqa: E731
+    convt = lambda x, w: conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups, impl="gradfix")  # noqa: E731
+    assert torch.allclose(conv(x, w), F.conv2d(x, w, stride=stride, padding=padding, groups=groups), atol=1e-12)
+    assert torch.allclose(convt(x, w), F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups),
+                          atol=1e-12)
+    assert torch.allclose(conv2d(x, w, b, stride, padding, groups, impl="gradfix"),
+                          F.conv2d(x, w, b, stride, padding, 1, groups), atol=1e-12)
+    assert gradcheck(conv, (x, w)) and gradgradcheck(conv, (x, w))
+    assert gradcheck(convt, (x, w)) and gradgradcheck(convt, (x, w))
+
+
+def test_gradfix_second_order_graph_holds_no_convolution_double_backward():
+    """What the Function is for: the R1-style second backward (grad of a gradient's norm) differentiates
+    only ordinary convolutions. With ref it goes through aten's convolution double backward; with gradfix
+    the recorded graph of the first gradient has no ConvolutionBackwardBackward node at all."""
+    from e4e.ops.conv import conv2d
+
+    def nodes(impl):
+        x = torch.randn(2, 3, 8, 8, requires_grad=True)
+        w = torch.randn(4, 3, 3, 3, requires_grad=True)
+        y = conv2d(conv2d(x, w, stride=2, impl=impl).relu(), torch.randn(1, 4, 1, 1, requires_grad=True), impl=impl)
+        (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        seen, todo = set(), [gx.grad_fn]
+        while todo:
+            fn = todo.pop()
+            if fn is None or fn in seen:
+                continue
+            seen.add(fn)
+            todo += [f for f, _ in fn.next_functions]
+        return {type(f).__name__ for f in seen}
+    assert "ConvolutionBackwardBackward0" in nodes("ref")
+    assert "ConvolutionBackwardBackward0" not in nodes("gradfix")
+
+
+def test_gradfix_impl_of_the_ops_is_the_reference():
+    """impl="gradfix" through upfirdn2d (its depthwise conv) and modulated_conv2d (both forms, up or not):
+    the reference's values and input gradients (float64)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+    k = make_kernel([1, 3, 3, 1]).double()
+    for kw in (dict(pad=(2, 1)), dict(up=2, pad=(2, 1)), dict(down=2, pad=(1, 1))):
+        a = x.clone().requires_grad_(True)
+        bb = x.clone().requires_grad_(True)
+        ya, yb = upfirdn2d(a, k, **kw), upfirdn2d(bb, k, impl="gradfix", **kw)
+        assert torch.allclose(ya, yb, atol=1e-12)
+        ga, = torch.autograd.grad((ya ** 2).sum(), a)
+        gb, = torch.autograd.grad((yb ** 2).sum(), bb)
+        assert torch.allclose(ga, gb, atol=1e-12)
+    w = torch.randn(5, 4, 3, 3, generator=g, dtype=torch.float64)
+    s = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    for grouped in (True, False):
+        for up in (False, True):
+            extra = dict(up=True, blur_kernel=k * 4, blur_pad=(1, 1)) if up else dict(padding=1)
+            ref = modulated_conv2d(x, w, s, grouped=grouped, **extra)
+            fix = modulated_conv2d(x, w, s, grouped=grouped, impl="gradfix", **extra)
+            assert torch.allclose(ref, fix, atol=1e-12), (grouped, up)

@@ -100,6 +100,7 @@ def test_fewer_images_than_the_batch_is_an_error_not_a_hang(tmp_path):
 
 
 @pytest.mark.parametrize("kw,msg", [({"batch": 0}, "batch=0 must be >= 1"), ({"save_every": 0}, "save_every"),
+                                    ({"reg_impl": "taps"}, "reg_impl='taps' must be ref or gradfix"),
                                     ({"lr": -1.0}, "lr=-1.0 must be a positive"), ({"impl": "cuda"}, "impl='cuda' must"),
                                     ({"augment": "colour"}, "unknown augment")])
 def test_bad_options_are_one_line(tmp_path, kw, msg):
@@ -150,6 +151,71 @@ def test_fast_step_computes_the_reference_step(tmp_path):
         assert torch.allclose(ga[k], gb[k], rtol=1e-5, atol=1e-6), k
     for k in da:
         assert torch.allclose(da[k], db[k], rtol=1e-5, atol=1e-6), k
+
+
+def _steps(tr, real, n):
+    stats = [tr.step(real) for _ in range(n)]
+    params = {**{f"g.{k}": v.clone() for k, v in tr.g.state_dict().items()},
+              **{f"d.{k}": v.clone() for k, v in tr.d.state_dict().items()}}
+    return stats, params
+
+
+@pytest.mark.parametrize("setting", [{"channels_last": True}, {"reg_impl": "gradfix"}])
+def test_layout_and_regulariser_ops_train_the_same_function(tmp_path, setting):
+    """channels_last=True (NHWC activations in G and D) is a layout, reg_impl="gradfix" (R1 and path length
+    through e4e.ops.conv) an implementation, neither a model: the same draws give the same losses and
+    parameters (float64, so only the summation order could differ) over steps with both lazy
+    regularisers; the path-length probe is drawn in (N, C, H, W) order whatever the layout."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        real = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        runs = [_steps(GANTrainer(cfg(tmp_path, impl="fast", compile="off", **kw)), real, 3)
+                for kw in ({}, setting)]
+    finally:
+        torch.set_default_dtype(torch.float32)
+    (sa, pa), (sb, pb) = runs
+    assert {"r1", "path"} <= set(sa[0])
+    for a, b in zip(sa, sb):
+        assert set(a) == set(b)
+        for k in a:
+            assert torch.allclose(a[k], b[k], rtol=1e-9, atol=1e-12), (k, a[k], b[k])
+    for k in pa:
+        assert torch.allclose(pa[k], pb[k], rtol=1e-9, atol=1e-12), k
+
+
+def test_bf16_regularisers_stay_close_to_fp32(tmp_path):
+    """reg_bf16=True runs R1 and path length under bf16 autocast (CPU autocast here); their values stay
+    within bf16 rounding of the fp32 ones, from the same draws; without bf16 the flag changes nothing."""
+    real = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    out = {}
+    for reg in (False, True):
+        tr = GANTrainer(cfg(tmp_path, impl="fast", compile="off", bf16=True, reg_bf16=reg, mixing=1.0))
+        assert tr.reg_bf16 == reg
+        out[reg] = tr.step(real, _draw_with_noise(tr, 4, 16))
+    for k in ("r1", "path", "path_length"):
+        a, b = float(out[False][k]), float(out[True][k])
+        assert abs(a - b) <= 0.05 * abs(a) + 1e-3, (k, a, b)
+    assert not GANTrainer(cfg(tmp_path, reg_bf16=True)).reg_bf16  # bf16 off: fp32 regularisers
+
+
+def test_phase_clock_splits_every_step_into_its_phases(tmp_path):
+    """The trainer's phase marks (bench/train_profile.py): every phase of a step is timed, the lazy
+    regularisers only on their steps, and the phases account for the step's time."""
+    import time
+
+    from e4e.train.phases import PhaseClock
+    tr = GANTrainer(cfg(tmp_path, impl="fast", compile="off"))
+    real = torch.rand(4, 3, 16, 16) * 2 - 1
+    tr.clock = clock = PhaseClock("cpu")
+    t = time.perf_counter()
+    for _ in range(2):
+        tr.step(real)
+    wall = time.perf_counter() - t
+    totals = clock.totals()
+    assert set(totals) == {"D main: forward", "D main: backward + Adam", "D R1 (eager)", "G main: forward",
+                           "G main: backward + Adam", "G path length (eager)", "EMA"}
+    assert all(v > 0 for v in totals.values())
+    assert 0.8 * wall <= sum(totals.values()) <= wall
 
 
 def test_mixing_cutoff_selects_layers():

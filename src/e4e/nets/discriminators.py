@@ -108,6 +108,9 @@ class Discriminator(nn.Module):
         c4 = cfg.channels(4)
         self.final_conv = ConvLayer(in_ch + 1, c4, 3)
         self.final_linear = nn.Sequential(EqualLinear(c4 * 4 * 4, c4, activation="fused_lrelu"), EqualLinear(c4, 1))
+        # NHWC activations (the layout cuDNN's tensor-core convs want, and the one that sends the depthwise
+        # blur to cuDNN instead of ATen's slow kernel): the same function, set by the GAN trainer
+        self.channels_last = False
 
     def minibatch_stddev(self, x):
         """Append the mean feature std across groups of `group` samples (sample b is in group b % (B/group))."""
@@ -122,5 +125,7 @@ class Discriminator(nn.Module):
         return torch.cat([x, std.repeat(group, 1, h, w)], 1)
 
     def forward(self, x):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         out = self.final_conv(self.minibatch_stddev(self.convs(x)))
-        return self.final_linear(out.view(out.shape[0], -1))
+        return self.final_linear(out.reshape(out.shape[0], -1))  # (C, H, W) order in either layout

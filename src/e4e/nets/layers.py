@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from e4e.ops import fused_leaky_relu
+from e4e.ops.conv import conv2d
 
 
 class PixelNorm(nn.Module):
@@ -50,9 +51,11 @@ class EqualConv2d(nn.Module):
         self.stride = stride
         self.padding = padding
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.impl = "ref"  # e4e.ops.impl: "gradfix" runs the conv through e4e.ops.conv (double backward)
 
     def forward(self, x):
-        return F.conv2d(x, self.weight * self.scale, bias=self.bias, stride=self.stride, padding=self.padding)
+        return conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding,
+                      impl=self.impl)
 
     def extra_repr(self):
         o, i, k, _ = self.weight.shape

@@ -1,7 +1,8 @@
 """Numerics-critical ops: plain PyTorch references, plus the forms the fast paths use.
 
 Each op takes impl= (e4e.ops.impl): "ref" (the PyTorch reference: no compile step, the same code on
-CPU and GPU), "taps" (the torch.compile form) or "triton" (Triton kernels on CUDA, inference only,
+CPU and GPU), "taps" (the torch.compile form), "gradfix" (the reference with its convolutions through
+e4e.ops.conv, for double backward) or "triton" (Triton kernels on CUDA, inference only,
 e4e.ops.triton_kernels). tests/test_ops.py checks the reference in float64 against an independent,
 obviously-correct formulation (explicit loops / per-sample convolutions) and every other form
 against the reference (tests/test_ops_triton.py for the kernels).

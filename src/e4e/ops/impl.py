@@ -4,6 +4,9 @@
     "taps"   the form for torch.compile: the FIR filter of upfirdn2d as a sum of shifted slices, which
              inductor fuses with the pointwise ops around it; the other ops are already plain pointwise
              code there, so "taps" runs their reference.
+    "gradfix" the reference, with every convolution (the FIR's depthwise one included) run through
+             e4e.ops.conv's autograd Functions, whose backward passes are plain convolutions: for the
+             steps that differentiate a gradient (the GAN trainer's lazy R1 and path length).
     "triton" Triton kernels (e4e.ops.triton_kernels) on CUDA tensors, for inference. Where they cannot
              run (a CPU tensor, Triton not installed, or autograd recording through the op's inputs:
              the kernels have no backward) the op runs its reference instead; `triton_available()`
@@ -17,7 +20,7 @@ import os
 
 import torch
 
-IMPLS = ("ref", "taps", "triton")
+IMPLS = ("ref", "taps", "gradfix", "triton")
 
 
 def check_impl(impl: str) -> str:

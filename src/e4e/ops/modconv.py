@@ -9,9 +9,9 @@ noise, bias, leaky ReLU and gain: in one Triton kernel with impl="triton".
 import math
 
 import torch
-import torch.nn.functional as F
 
 from e4e.ops.bias_act import add_noise, fused_leaky_relu
+from e4e.ops.conv import conv2d, conv_transpose2d
 from e4e.ops.impl import check_impl, use_triton
 from e4e.ops.upfirdn2d import upfirdn2d
 
@@ -42,16 +42,16 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         x = x.reshape(1, b * i, h, w)
         if up:
             wgt = wgt.transpose(1, 2).reshape(b * i, o, kh, kw)
-            out = F.conv_transpose2d(x, wgt, stride=2, groups=b)
+            out = conv_transpose2d(x, wgt, stride=2, groups=b, impl=impl)
         else:
-            out = F.conv2d(x, wgt.reshape(b * o, i, kh, kw), padding=padding, groups=b)
+            out = conv2d(x, wgt.reshape(b * o, i, kh, kw), padding=padding, groups=b, impl=impl)
         out = out.reshape(b, o, out.shape[2], out.shape[3])
     else:
         x = x * styles[:, :, None, None].to(x.dtype)
         if up:
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+            out = conv_transpose2d(x, weight.transpose(0, 1), stride=2, impl=impl)
         else:
-            out = F.conv2d(x, weight, padding=padding)
+            out = conv2d(x, weight, padding=padding, impl=impl)
         if demodulate:
             # sum_i,k (w s_i)^2 = sum_i s_i^2 sum_k w^2: a (B, O, I) temporary instead of (B, O, I, k, k)
             # (9x smaller for 3x3), in float32 at least (elementwise, so autocast leaves it alone)

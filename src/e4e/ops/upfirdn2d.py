@@ -8,6 +8,7 @@ fuses, and a Triton kernel (e4e.ops.triton_kernels) that does all four steps in 
 import torch
 import torch.nn.functional as F
 
+from e4e.ops.conv import conv2d
 from e4e.ops.impl import check_impl, use_triton
 
 
@@ -23,7 +24,8 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
               pad: tuple[int, int] = (0, 0), impl: str = "ref") -> torch.Tensor:
     """kernel: (kh, kw), applied as a true convolution (flipped), which matters because checkpoints store
     the kernel as a buffer and need not be symmetric. pad = (before, after) on both axes; negative values
-    crop. impl: "ref" (depthwise conv), "taps" (for torch.compile) or "triton" (CUDA inference)."""
+    crop. impl: "ref" (depthwise conv), "taps" (for torch.compile), "gradfix" (the depthwise conv through
+    e4e.ops.conv) or "triton" (CUDA inference)."""
     check_impl(impl)
     if use_triton(impl, x, kernel):
         from e4e.ops.triton_kernels import upfirdn2d_triton
@@ -41,7 +43,7 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         x = fir_taps(x, kernel)
     else:
         weight = torch.flip(kernel, [0, 1]).to(x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
-        x = F.conv2d(x, weight, groups=c)
+        x = conv2d(x, weight, groups=c, impl=impl)  # F.conv2d, or its gradfix form
     return x[:, :, ::down, ::down]
 
 

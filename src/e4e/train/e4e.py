@@ -40,6 +40,7 @@ from e4e.checkpoints.official import save_e4e_state
 from e4e.errors import E4EError
 from e4e.train import dist as D
 from e4e.train.data import BatchPlan, prefetch_batches  # noqa: F401 (BatchPlan re-exported)
+from e4e.train.phases import NO_PHASES
 # the options and presets live in e4e.train.options (no torch there, so `e4e train --help` is instant)
 from e4e.train.options import DERIVED_OPTS, PRESET_DEFAULTS, PRESETS, E4ETrainConfig, resolve_config  # noqa: F401
 from e4e.train.runs import Deadline, JsonlLog, existing_run
@@ -139,6 +140,7 @@ class E4ETrainer:
         self._objective = torch.compile(self.masked_objective) if self.compiled else self.masked_objective
         self._fake_codes = torch.compile(self.masked_codes) if self.compiled else self.masked_codes
         self._masks = {}
+        self.clock = NO_PHASES  # bench/train_profile.py times the phases marked in train_step()
 
     def _build_losses(self):
         cfg, preset = self.cfg, self.preset
@@ -491,9 +493,11 @@ class E4ETrainer:
         discriminator's step (lazy R1 included) if it is on, then the encoder's. -> the logged scalars
         (tensors: nothing here waits for the GPU). Sets self.step = step + 1; self.last = (y_hat, codes)."""
         cfg = self.cfg
-        self.step = step
+        self.step, clock = step, self.clock
         stage = progressive_stage(step, cfg, self.n_styles)
+        clock.start()
         logs = self.discriminator_step(x, stage) if self.disc is not None else {}
+        clock.mark("latent D (R1 included)")
         amp = torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=cfg.bf16 and self.dev.type == "cuda")
         with amp:
             if self.masked:
@@ -501,12 +505,15 @@ class E4ETrainer:
             else:
                 y_hat, codes = self.forward(x, stage)
                 loss, enc_logs = self.encoder_loss(x, x, y_hat, codes, stage)
+        clock.mark("encoder objective: forward")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        clock.mark("encoder objective: backward")
         if self.masked:  # what the reference forward leaves without a gradient, the optimizer must skip
             for p in self.inverter.encoder.closed_parameters(stage):
                 p.grad = None
         self.opt.step()
+        clock.mark("Ranger")
         logs.update(enc_logs)
         self.step = step + 1
         self.last = (y_hat, codes)

@@ -35,6 +35,7 @@ from e4e.nets.stylegan2 import Generator, GeneratorConfig
 from e4e.train import dist as D
 from e4e.train.augment import apply_augment, sample_augment
 from e4e.train.data import BatchPlan, DeviceImages, prefetch_batches
+from e4e.train.phases import NO_PHASES
 from e4e.train.runs import Deadline, JsonlLog, claim_run_dir
 
 IMPLS = ("fast", "reference")
@@ -66,7 +67,10 @@ class GANTrainConfig:
     save_every: int = 1000
     sample_every: int = 500
     log_every: int = 50
-    bf16: bool = False
+    bf16: bool = False  # bf16 autocast for the main D and G steps
+    reg_bf16: bool = False  # with bf16: the lazy R1 and path-length steps under autocast too (else fp32)
+    channels_last: bool = False  # NHWC activations in G and D: the same function, cuDNN's preferred layout
+    reg_impl: str = "ref"  # the lazy R1 and path-length steps' ops: ref | gradfix (e4e.ops.impl)
     time_limit_min: float = 0.0  # > 0: stop cleanly (checkpoint + final generator) after this many minutes
     device: str | None = None
     workers: int = 4  # reference impl: decoding threads; fast impl: threads that load the dataset once
@@ -97,6 +101,8 @@ class GANTrainConfig:
             fail(f"mixing={self.mixing} must be in [0, 1]")
         if self.impl not in IMPLS:
             fail(f"impl={self.impl!r} must be one of {', '.join(IMPLS)}")
+        if self.reg_impl not in ("ref", "gradfix"):
+            fail(f"reg_impl={self.reg_impl!r} must be ref or gradfix")
         if self.compile not in ("auto", "on", "off"):
             fail(f"compile={self.compile!r} must be auto, on or off")
         bad = [p for p in filter(None, self.augment.split(",")) if p not in ("color", "translation", "cutout")]
@@ -156,10 +162,14 @@ def d_main_loss(gm, d, real, z, cutoff, aug_fake, aug_real, policy: str, bf16: b
     return d_logistic_loss(real_pred, fake_pred), real_pred.mean(), fake_pred.mean()
 
 
-def d_r1_loss(d, real, aug, policy: str, gamma: float, every: int):
-    """R1 in fp32: its gradient norm is the quantity being penalised. (+0 * pred keeps DDP's hooks fed.)"""
+def d_r1_loss(d, real, aug, policy: str, gamma: float, every: int, bf16: bool = False):
+    """R1: gamma/2 * every * ||dD/dx||^2 on reals. bf16: D's forward (so its double backward too) under
+    bf16 autocast, as StyleGAN2-ADA runs R1 through its fp16 layers; the gradient and its norm stay fp32
+    (the input is an fp32 leaf). (+0 * pred keeps DDP's hooks fed.)"""
     real = real.detach().requires_grad_(True)
-    pred = d(apply_augment(real, policy, aug))
+    with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=bf16):
+        pred = d(apply_augment(real, policy, aug))
+    pred = pred.to(torch.promote_types(pred.dtype, torch.float32))
     r1 = r1_penalty(pred, real, gamma=gamma, every=every)
     return r1 + 0 * pred[0, 0], r1
 
@@ -173,18 +183,21 @@ def g_main_loss(gm, d, z, cutoff, aug, policy: str, bf16: bool, noise=None):
 
 def path_length_penalty(fake_img, latents, mean_path_length, decay=0.01, noise=None):
     """(E_y ||J_w^T y|| - a)^2 with y ~ N(0, I)/sqrt(HW) and a the running mean of the lengths."""
-    if noise is None:
-        noise = torch.randn_like(fake_img)
+    acc = torch.promote_types(fake_img.dtype, torch.float32)  # fp32 at least (bf16 autocast: reg_bf16)
+    if noise is None:  # drawn in (N, C, H, W) order whatever the image's layout (randn_like follows it)
+        noise = torch.randn(fake_img.shape, device=fake_img.device, dtype=acc)
     noise = noise / math.sqrt(fake_img.shape[2] * fake_img.shape[3])
-    (grad,) = torch.autograd.grad((fake_img * noise).sum(), latents, create_graph=True)
-    lengths = grad.pow(2).sum(2).mean(1).sqrt()
+    (grad,) = torch.autograd.grad((fake_img.to(acc) * noise).sum(), latents, create_graph=True)
+    lengths = grad.to(acc).pow(2).sum(2).mean(1).sqrt()
     mean = mean_path_length + decay * (lengths.mean().detach() - mean_path_length)
     return (lengths - mean).pow(2).mean(), mean.detach(), lengths.mean().detach()
 
 
-def g_path_loss(gm, z, cutoff, mean_path_length, weight: float, every: int, noise=None, y=None):
-    """noise: the synthesis noise (None: random); y: the path-length probe image (None: random)."""
-    fake, latent = gm(z, cutoff, noise)
+def g_path_loss(gm, z, cutoff, mean_path_length, weight: float, every: int, noise=None, y=None, bf16=False):
+    """noise: the synthesis noise (None: random); y: the path-length probe image (None: random).
+    bf16: G's forward (and so the double backward) under bf16 autocast; lengths are summed in fp32."""
+    with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=bf16):
+        fake, latent = gm(z, cutoff, noise)
     pl, mean, length = path_length_penalty(fake, latent, mean_path_length, noise=y)
     return weight * every * pl + 0 * fake[0, 0, 0, 0], pl, mean, length
 
@@ -228,6 +241,10 @@ class GANTrainer:
         elif fast:
             self.g.use_grouped_conv(False)
         self.d = build_discriminator(cfg).to(dev)
+        if cfg.channels_last:
+            self.g.configure(channels_last=True)
+            self.d.channels_last = True
+        self.reg_bf16 = cfg.bf16 and cfg.reg_bf16
         self.g_ema.load_state_dict(self.g.state_dict())
         requires_grad(self.g_ema, False)
         g_ratio = cfg.g_reg_every / (cfg.g_reg_every + 1)
@@ -238,6 +255,7 @@ class GANTrainer:
         self.d_opt = torch.optim.Adam(self.d.parameters(), lr=cfg.lr * d_ratio, betas=(0.0, 0.99 ** d_ratio),
                                       fused=fused or None)
         self.step_count, self.mean_path_length = 0, torch.zeros((), device=dev)
+        self.clock = NO_PHASES  # bench/train_profile.py times the phases marked in step()
         ddp = dict(device_ids=[dev.index] if dev.type == "cuda" else None)
         gm = MixingGenerator(self.g)
         self.gm = DDP(gm, **ddp) if info.world > 1 else gm
@@ -246,10 +264,12 @@ class GANTrainer:
         self.compiled = use_compile
         self._d_main = torch.compile(d_main_loss) if use_compile else d_main_loss
         self._g_main = torch.compile(g_main_loss) if use_compile else g_main_loss
-        # ops of G and D: the FIR filters run as taps inside the compiled main steps (inductor fuses them;
-        # measured 420 img/s on the H200 against a cuDNN depthwise conv per blur) and as the reference conv
-        # in the eager R1 and path-length steps, where taps would be 16 separate kernels
-        self._ops = [m for m in (*self.g.modules(), *self.d.modules()) if hasattr(m, "impl")] if use_compile else []
+        # ops of G and D (e4e.ops.impl): the FIR filters run as taps inside the compiled main steps
+        # (inductor fuses them; measured 420 img/s on the H200 against a depthwise conv per blur); the eager
+        # R1 and path-length steps run reg_impl ("ref": the depthwise conv, where taps would be 16 separate
+        # kernels; "gradfix": every conv through e4e.ops.conv, whose backward is made of plain convs)
+        self._ops = [m for m in (*self.g.modules(), *self.d.modules()) if hasattr(m, "impl")]
+        self.main_impl = "taps" if use_compile else "ref"
 
     def _ops_impl(self, impl: str) -> None:
         for m in self._ops:
@@ -275,43 +295,51 @@ class GANTrainer:
         if r is None:
             r = self.draw(real.shape[0], real.shape[2], real.shape[3])
         pol = cfg.augment
-        stats = {}
+        stats, clock = {}, self.clock
+        clock.start()
         # discriminator
         requires_grad(self.g, False), requires_grad(self.d, True)
         noise = r.get("noise")  # explicit synthesis noise (tests); None: drawn inside the generator
-        self._ops_impl("taps")
+        self._ops_impl(self.main_impl)
         loss, real_score, fake_score = self._d_main(self.gm, self.d_train, real, *r["d_z"], r["aug_fake"],
                                                     r["aug_real"], pol, cfg.bf16, noise)
-        self._ops_impl("ref")
+        self._ops_impl(cfg.reg_impl)
+        clock.mark("D main: forward")
         self.d_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.d_opt.step()
+        clock.mark("D main: backward + Adam")
         stats.update(d_loss=loss.detach(), real_score=real_score.detach(), fake_score=fake_score.detach())
         if "aug_r1" in r:
-            total, r1 = d_r1_loss(self.d_train, real, r["aug_r1"], pol, cfg.r1, cfg.d_reg_every)
+            total, r1 = d_r1_loss(self.d_train, real, r["aug_r1"], pol, cfg.r1, cfg.d_reg_every, self.reg_bf16)
             self.d_opt.zero_grad(set_to_none=True)
             total.backward()
             self.d_opt.step()
             stats["r1"] = r1.detach()
+            clock.mark("D R1 (eager)")
         # generator
         requires_grad(self.g, True), requires_grad(self.d, False)
-        self._ops_impl("taps")
+        self._ops_impl(self.main_impl)
         loss = self._g_main(self.gm, self.d_train, *r["g_z"], r["aug_g"], pol, cfg.bf16, noise)
-        self._ops_impl("ref")
+        self._ops_impl(cfg.reg_impl)
+        clock.mark("G main: forward")
         self.g_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.g_opt.step()
         stats["g_loss"] = loss.detach()
+        clock.mark("G main: backward + Adam")
         if "pl_z" in r:
             total, pl, self.mean_path_length, length = g_path_loss(
                 self.gm, *r["pl_z"], self.mean_path_length, cfg.path_regularize, cfg.g_reg_every,
-                r.get("pl_noise"), r.get("pl_y"))
+                r.get("pl_noise"), r.get("pl_y"), self.reg_bf16)
             self.g_opt.zero_grad(set_to_none=True)
             total.backward()
             self.g_opt.step()
             self.mean_path_length = D.all_reduce_mean(self.mean_path_length, self.info)
             stats["path"], stats["path_length"] = pl.detach(), length
+            clock.mark("G path length (eager)")
         accumulate(self.g_ema, self.g, ema_beta(cfg, s))
+        clock.mark("EMA")
         self.step_count += 1
         return stats
 

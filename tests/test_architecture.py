@@ -14,7 +14,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     ("foundation", ["e4e.errors", "e4e.imageio", "e4e.latents", "e4e.assets", "e4e.plot", "e4e.outputs", "e4e.devices",
                     "e4e.interchange", "e4e.resultcache",
-                    "e4e.checkpoints.native"]),  # native: a safetensors + JSON container, no model knowledge
+                    # native: a safetensors + JSON container; strict: state dict vs module. No model knowledge
+                    "e4e.checkpoints.native", "e4e.checkpoints.strict"]),
     ("ops", ["e4e.ops"]),
     ("nets", ["e4e.nets"]),
     ("models", ["e4e.inverter", "e4e.fast", "e4e.pipeline", "e4e.sampling", "e4e.metrics", "e4e.align",

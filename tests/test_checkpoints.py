@@ -127,3 +127,29 @@ def test_refuses_arbitrary_pickled_objects(tmp_path):
     torch.save({"g_ema": {"x": torch.zeros(1)}, "opts": argparse.Namespace(a=1)}, p)
     with pytest.raises(E4EError, match="refusing"):
         load_rosinality(p)
+
+
+def test_strict_state_dict_check_names_the_first_problem_in_one_line():
+    """e4e.checkpoints.strict: the one check every weight loader uses (formats here, loss networks in nets/,
+    --encoder_init): first a non-tensor, then a shape, then missing and unexpected keys; optional keys
+    (batch-norm step counters) may be absent and keep the module's values."""
+    from torch import nn
+
+    from e4e.checkpoints.strict import load_state_dict_checked, mismatch
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    own = net.state_dict()
+    assert mismatch(own, dict(own)) is None
+    assert mismatch(own, {**own, "0.weight": 1.0}) == "'0.weight' is not a tensor (float)"
+    assert mismatch(own, {**own, "0.weight": torch.zeros(4, 3, 1, 1)}) == (
+        "shape mismatch at '0.weight': file (4, 3, 1, 1), model (4, 3, 3, 3)")
+    partial = {k: v for k, v in own.items() if k != "0.bias"}
+    assert mismatch(own, {**partial, "x": torch.zeros(1)}) == (
+        "1 missing key(s) (first: 0.bias); 1 unexpected key(s) (first: x)")
+    no_counter = {k: v for k, v in own.items() if not k.endswith("num_batches_tracked")}
+    assert mismatch(own, no_counter).startswith("1 missing key(s) (first: 1.num_batches_tracked)")
+    assert mismatch(own, no_counter, optional=("num_batches_tracked",)) is None
+    new = {k: torch.full_like(v, 2) if v.is_floating_point() else v for k, v in no_counter.items()}
+    load_state_dict_checked(net, new, "f.pth", optional=("num_batches_tracked",))
+    assert torch.equal(net[0].weight, torch.full_like(net[0].weight, 2))
+    with pytest.raises(E4EError, match=r"^f.pth: 1 missing key\(s\) \(first: 0.bias\)$"):
+        load_state_dict_checked(net, partial, "f.pth")

@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import nn
 
+from e4e.checkpoints.strict import load_state_dict_checked  # noqa: F401 (re-exported: every format's loader)
 from e4e.errors import E4EError
 
 
@@ -100,25 +100,6 @@ def _zip_without_end(path: Path) -> bool:
 def stderr_log(message: str) -> None:
     """Default `log` of the loaders: one line on stderr, keeping stdout for results."""
     print(message, file=sys.stderr)
-
-
-def load_state_dict_checked(module: nn.Module, state: dict, what: str) -> None:
-    """load_state_dict(strict=True) with one-line errors: first bad shape, or missing/unexpected keys."""
-    own = module.state_dict()
-    for key, value in state.items():
-        if key in own and tuple(own[key].shape) != tuple(value.shape):
-            raise E4EError(f"{what}: shape mismatch at '{key}': checkpoint {tuple(value.shape)}, "
-                           f"model {tuple(own[key].shape)}")
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) (first: {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) (first: {', '.join(unexpected[:3])})")
-        raise E4EError(f"{what}: {'; '.join(parts)}")
-    module.load_state_dict(state, strict=True)
 
 
 def strip_prefix(state: dict, prefix: str) -> dict:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from e4e.checkpoints.strict import load_state_dict_checked
 from e4e.errors import E4EError
 
 WEIGHTS_NAME = "efficientnet-lite0-57934424.pth"
@@ -211,18 +212,9 @@ def load_efficientnet_lite0(path, how: str = "pass --perceptual-weights PATH") -
     if not isinstance(sd, dict):
         raise E4EError(f"{path} is not a state dict (expected {WEIGHTS_NAME})")
     net = EfficientNetLite()
-    own = net.state_dict()
     sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
-    missing = sorted(k for k in set(own) - set(sd) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(sd) - set(own))
-    if missing or unexpected:
-        raise E4EError(f"{path} does not match the {WEIGHTS_NAME} layout: "
-                       f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-    for k, v in sd.items():
-        if not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(own[k].shape):
-            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            raise E4EError(f"{path}: {k} has shape {shape}, EfficientNet-Lite0 expects {tuple(own[k].shape)}")
-    net.load_state_dict({**own, **sd}, strict=True)
+    load_state_dict_checked(net, sd, f"{path} does not match the {WEIGHTS_NAME} (EfficientNet-Lite0) layout",
+                            optional=("num_batches_tracked",))
     net.eval().requires_grad_(False)
     return net
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from e4e.checkpoints.strict import mismatch
 from e4e.errors import E4EError
 from e4e.nets.encoders import OFFICIAL_WIDTHS, build_body, input_layer, stage_units
 
@@ -92,17 +93,10 @@ def load_ir_se50(path, hint: str = "") -> IdentityNet:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise E4EError(f"{path} is not an ArcFace IR-SE50 state dict (expected model_ir_se50.pth){suffix}")
     backbone = Backbone(input_size=112, num_layers=50, drop_ratio=0.6, mode="ir_se")
-    try:
-        backbone.load_state_dict(state, strict=True)
-    except RuntimeError:
-        expected = backbone.state_dict()
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(set(state) - set(expected))
-        shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-        detail = (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}" if extra
-                  else f"shape mismatch at {shape[0]}" if shape else "incompatible tensors")
-        raise E4EError(f"{path} is not an ArcFace IR-SE50 state dict ({detail}; expected model_ir_se50.pth){suffix}") \
-            from None
+    detail = mismatch(backbone.state_dict(), state)
+    if detail:
+        raise E4EError(f"{path} is not an ArcFace IR-SE50 state dict ({detail}; expected model_ir_se50.pth){suffix}")
+    backbone.load_state_dict(state, strict=True)
     net = IdentityNet(backbone)
     net.requires_grad_(False)
     return net.eval()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from e4e.checkpoints.strict import load_state_dict_checked
 from e4e.errors import E4EError
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -196,16 +197,8 @@ def load_fid_inception(path) -> FIDInceptionV3:
     if not isinstance(sd, dict):
         raise E4EError(f"{path} is not a state dict (expected {WEIGHTS_NAME})")
     net = FIDInceptionV3()
-    own = net.state_dict()
     # Older saves lack the batch-norm step counters; they are never used in eval mode.
-    missing = sorted(k for k in set(own) - set(sd) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(sd) - set(own))
-    if missing or unexpected:
-        raise E4EError(f"{path} does not match the {WEIGHTS_NAME} layout: "
-                       f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-    for k, v in sd.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise E4EError(f"{path}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    net.load_state_dict({**own, **sd}, strict=True)
+    load_state_dict_checked(net, sd, f"{path} does not match the {WEIGHTS_NAME} layout",
+                            optional=("num_batches_tracked",))
     net.eval().requires_grad_(False)
     return net

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from e4e.checkpoints.strict import load_state_dict_checked
 from e4e.errors import E4EError
 
 # Indices in torchvision's `features` after which LPIPS taps the activations (the ReLU outputs).
@@ -106,17 +107,7 @@ def load_torchvision_features(module: TappedFeatures, path, what: str, how: str)
 
 
 def _load_strict(module: nn.Module, sd: dict, path, what: str) -> None:
-    own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    if missing or unexpected:
-        raise E4EError(
-            f"{path} does not match the {what} layout: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    for k, v in sd.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise E4EError(f"{path}: {k} has shape {tuple(v.shape)}, {what} expects {tuple(own[k].shape)}")
-    module.load_state_dict(sd, strict=True)
+    load_state_dict_checked(module, sd, f"{path} does not match the {what} layout")
 
 
 # ---------------------------------------------------------------------------------------------- ResNet-50

@@ -602,11 +602,12 @@ def init_encoder_from(encoder: torch.nn.Module, path: str, log=print) -> None:
     into `encoder`; a different architecture is a one-line error naming the file and the flag."""
     from e4e.checkpoints import load_inverter
     src = load_inverter(path, log=log).encoder.state_dict()
+    from e4e.checkpoints.strict import mismatch
     own = encoder.state_dict()
-    bad = sorted(set(src) ^ set(own)) + [k for k in own if k in src and src[k].shape != own[k].shape]
+    bad = mismatch(own, src)
     if bad:
         raise E4EError(f"--encoder_init {path}: its encoder has another architecture than this run's "
-                       f"({len(bad)} tensors differ, e.g. {bad[0]}); match --encoder_type/--encoder_widths/...")
+                       f"({bad}); match --encoder_type/--encoder_widths/...")
     encoder.load_state_dict({k: v.to(own[k].dtype) for k, v in src.items()})
     log(f"encoder initialised from {path}")
 

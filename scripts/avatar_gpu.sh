@@ -12,7 +12,9 @@
 # ENC_INIT=1 starts the encoders from the shipped ones (e4e: its progressive stages reopen within 220
 # steps, not 1,300); GEN_MIN=0 trains no generator (the encoders train on the embedded one); E4E_BENCH=1
 # times the e4e trainer (bench/train_bench.py, its e4e rows) after the encoders; METRICS=1 then assembles
-# the new models on the device and runs bench/avatar_model_metrics.py there (model_metrics.* exported); RESUME=1 continues the GAN run kept in models/avatar/state (g, d) and
+# the new models on the device and runs bench/avatar_model_metrics.py there (model_metrics.* exported);
+# GAN_PROFILE=1 first times the GAN step eager with reg_impl ref and gradfix (bench/train_profile.py) and
+# trains with gradfix if it was faster; RESUME=1 continues the GAN run kept in models/avatar/state (g, d) and
 # the embedded generator (g_ema); COUNT, GEN_SET, ENC_SET (extra settings: CPU smoke tests).
 # A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is loaded first.
 set -euo pipefail
@@ -113,6 +115,20 @@ driver() {
       --official-max-batch 16 --compile --compile-batches 64 --budget-s "${BENCH_S:-400}" \
       --json runs/export/official_bench.json > runs/export/official_bench.md 2>&1 || echo "official_bench failed"
     echo "official bench in $(( $(date +%s) - t )) s"; tail -n 5 runs/export/official_bench.md
+  fi
+  if [ -n "${GAN_PROFILE:-}" ] && [ "${GEN_MIN:-14}" != 0 ]; then  # the regulariser ops to train with, timed alone
+    t=$(date +%s)
+    timeout 300 python3 bench/train_profile.py --root /tmp/tp --gan-configs avatar128 --e4e-configs --modes eager \
+      --cycles 1 --warmup 17 --gan-set "" "reg_impl=gradfix" --json runs/export/gan_profile.jsonl \
+      > runs/export/gan_profile.md 2>&1 || echo "train_profile failed"
+    grep "^### " runs/export/gan_profile.md || true
+    if python3 -c '
+import json, sys
+rows = {r["settings"]: r["ms_per_step"] for r in map(json.loads, open("runs/export/gan_profile.jsonl"))}
+sys.exit(0 if rows.get("reg_impl=gradfix", 1e9) < rows.get("", 0) else 1)' 2>/dev/null; then
+      GEN_SET="${GEN_SET:-} reg_impl=gradfix"; echo "gradfix is faster: training with reg_impl=gradfix"
+    fi
+    echo "GAN profile in $(( $(date +%s) - t )) s"
   fi
   # both encoder trainers on a random generator: fail early, not at the end (once a later call has
   # carried their weights, where the tree could not hold them with the GAN state)

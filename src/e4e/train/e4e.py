@@ -355,10 +355,12 @@ class E4ETrainer:
         self.disc.requires_grad_(True)
         z = torch.randn(x.shape[0], self.inverter.decoder.style_dim, device=self.dev)
         real_w, fake_w = self.discriminator_inputs(x, stage, z)
+        self.clock.mark("latent D: codes (mapping, encoder, pools)")
         loss, real_pred, fake_pred = self.discriminator_loss(real_w, fake_w)
         self.d_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.d_opt.step()
+        self.clock.mark("latent D: loss + Adam")
         logs = {"discriminator_loss": loss.detach(),
                 "discriminator_accuracy": ((real_pred > 0).float().mean() + (fake_pred < 0).float().mean()) / 2,
                 "discriminator_real_score": real_pred.mean().detach(),
@@ -369,6 +371,7 @@ class E4ETrainer:
             r1_objective.backward()
             self.d_opt.step()
             logs["discriminator_r1_loss"] = r1.detach()
+            self.clock.mark("latent D: R1")
         self.disc.requires_grad_(False)  # the encoder step needs D's input gradient only
         return logs
 
@@ -497,7 +500,6 @@ class E4ETrainer:
         stage = progressive_stage(step, cfg, self.n_styles)
         clock.start()
         logs = self.discriminator_step(x, stage) if self.disc is not None else {}
-        clock.mark("latent D (R1 included)")
         amp = torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=cfg.bf16 and self.dev.type == "cuda")
         with amp:
             if self.masked:

@@ -9,12 +9,14 @@
 #              (compile included); then the e4e and pSp encoders side by side for ENC_MIN minutes;
 #              after each stage write fp16 safetensors parts of its weights to runs/export/
 # Env: GEN_MIN, ENC_MIN, WATCH_S; BENCH=1 first runs the GPU tests and bench/official_bench.py (BENCH_S);
+# GPU_TESTS=1 runs the ops' GPU tests (tests/test_ops.py -m gpu) beside the dataset build;
+# SMOKE=0 skips the encoder smoke run beside the generator (it shares the GPU and CPUs with it);
 # ENC_INIT=1 starts the encoders from the shipped ones (e4e: its progressive stages reopen within 220
 # steps, not 1,300); GEN_MIN=0 trains no generator (the encoders train on the embedded one); E4E_BENCH=1
 # times the e4e trainer (bench/train_bench.py, its e4e rows) after the encoders; METRICS=1 then assembles
 # the new models on the device and runs bench/avatar_model_metrics.py there (model_metrics.* exported);
-# GAN_PROFILE=1 first times the GAN step eager with reg_impl ref and gradfix (bench/train_profile.py) and
-# trains with gradfix if it was faster; RESUME=1 continues the GAN run kept in models/avatar/state (g, d) and
+# GAN_PROFILE=1 first times the GAN step eager with the regulariser and main-step ops (ref, gradfix, fold;
+# bench/train_profile.py) and trains with what scripts/choose_gan_settings.py picks from it; RESUME=1 continues the GAN run kept in models/avatar/state (g, d) and
 # the embedded generator (g_ema); COUNT, GEN_SET, ENC_SET (extra settings: CPU smoke tests).
 # A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is loaded first.
 set -euo pipefail
@@ -103,11 +105,14 @@ driver() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 -c "import torch; print('torch', torch.__version__)"
   t=$(date +%s)
-  if [ -n "${BENCH:-}" ]; then  # GPU tests beside the dataset build (correctness only: no timing shares the CPUs)
-    timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests > runs/export/gpu_tests.txt 2>&1 &
+  if [ -n "${BENCH:-}${GPU_TESTS:-}" ]; then  # GPU tests beside the dataset build (correctness only: no
+    # timing shares the CPUs); GPU_TESTS=1 alone runs only the ops' GPU tests (seconds)
+    timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider $([ -n "${BENCH:-}" ] && echo tests || echo tests/test_ops.py) \
+      > runs/export/gpu_tests.txt 2>&1 &
   fi
   $E4E data avatars data/avatars --size 128 --count "${COUNT:-60000}" --workers "$(nproc)" -q
   echo "dataset built in $(( $(date +%s) - t )) s"
+  if [ -n "${GPU_TESTS:-}" ]; then wait || true; tail -n 3 runs/export/gpu_tests.txt; fi
   if [ -n "${BENCH:-}" ]; then  # issue #16's table, alone on the machine, before any training
     wait || true; tail -n 3 runs/export/gpu_tests.txt
     t=$(date +%s)
@@ -116,28 +121,33 @@ driver() {
       --json runs/export/official_bench.json > runs/export/official_bench.md 2>&1 || echo "official_bench failed"
     echo "official bench in $(( $(date +%s) - t )) s"; tail -n 5 runs/export/official_bench.md
   fi
-  if [ -n "${GAN_PROFILE:-}" ] && [ "${GEN_MIN:-14}" != 0 ]; then  # the regulariser ops to train with, timed alone
+  if [ -n "${GAN_PROFILE:-}" ] && [ "${GEN_MIN:-14}" != 0 ]; then  # the ops to train with, timed alone
     t=$(date +%s)
-    timeout 300 python3 bench/train_profile.py --root /tmp/tp --gan-configs avatar128 --e4e-configs --modes eager \
-      --cycles 1 --warmup 17 --gan-set "" "reg_impl=gradfix" --json runs/export/gan_profile.jsonl \
-      > runs/export/gan_profile.md 2>&1 || echo "train_profile failed"
+    timeout "${GAN_PROFILE_S:-300}" python3 bench/train_profile.py --root /tmp/tp --gan-configs avatar128 --e4e-configs \
+      --modes eager --cycles 1 --warmup 17 --json runs/export/gan_profile.jsonl \
+      --gan-set "" "reg_impl=gradfix" "reg_impl=fold" "reg_impl=fold main_impl=fold" "reg_impl=fold reg_bf16=true" \
+      > runs/export/gan_profile.md 2>&1 || echo "train_profile failed or ran out of time"
     grep "^### " runs/export/gan_profile.md || true
-    if python3 -c '
-import json, sys
-rows = {r["settings"]: r["ms_per_step"] for r in map(json.loads, open("runs/export/gan_profile.jsonl"))}
-sys.exit(0 if rows.get("reg_impl=gradfix", 1e9) < rows.get("", 0) else 1)' 2>/dev/null; then
-      GEN_SET="${GEN_SET:-} reg_impl=gradfix"; echo "gradfix is faster: training with reg_impl=gradfix"
-    fi
-    echo "GAN profile in $(( $(date +%s) - t )) s"
+    GEN_SET="${GEN_SET:-} $(python3 scripts/choose_gan_settings.py runs/export/gan_profile.jsonl --minutes "${GEN_MIN:-14}" \
+      2> >(tee -a runs/export/gan_choice.txt >&2) || true)"
+    echo "GAN profile in $(( $(date +%s) - t )) s; training with: $GEN_SET"
   fi
   # both encoder trainers on a random generator: fail early, not at the end (once a later call has
   # carried their weights, where the tree could not hold them with the GAN state)
-  [ "${GEN_MIN:-14}" = 0 ] || ( for f in .carry/effnet/efficientnet-lite0-57934424.pth models/avatar/sim_resnet_A.safetensors \
+  [ "${GEN_MIN:-14}" = 0 ] || [ "${SMOKE:-1}" = 0 ] || ( for f in .carry/effnet/efficientnet-lite0-57934424.pth models/avatar/sim_resnet_A.safetensors \
         $([ -n "${ENC_INIT:-}" ] && echo models/avatar/psp_avatar128.safetensors); do
       while [ ! -f "$f" ]; do sleep 10; done; done; encoder_smoke ) > runs/smoke.out 2>&1 &
   local gen=runs/g128/generator.pt
   if [ "${GEN_MIN:-14}" = 0 ]; then gen=src/e4e/assets/e4e_avatar128.safetensors; echo "no generator training"
   else train_generator; fi
+  # the encoders' files may come with a later call (the tree that travels is capped at 64 MiB)
+  local need=(.carry/effnet/efficientnet-lite0-57934424.pth models/avatar/sim_resnet_A.safetensors)
+  [ -n "${ENC_INIT:-}" ] && need+=(models/avatar/psp_avatar128.safetensors)
+  [ -n "${METRICS:-}" ] && need+=(models/avatar/eval_convnet_B.safetensors)
+  for f in "${need[@]}"; do
+    local w=0; while [ ! -f "$f" ] && [ $w -lt 600 ]; do sleep 5; w=$((w + 5)); done
+    [ -f "$f" ] || echo "still missing after 10 min: $f"
+  done
   train_encoders "$gen"
   if [ -n "${E4E_BENCH:-}" ]; then  # alone on the machine: the encoders have finished
     t=$(date +%s)
@@ -192,8 +202,7 @@ for k in ("g_ema", "g", "d"):
 print("generator exported at step", ck["step"])
 json.dump({"step": ck["step"]}, open("runs/keep/g128_state.json", "w"))
 PY
-  # the compile cache for the next fresh machine (files come back at <= 16 MiB: split)
-  [ -f runs/g128/compile_cache.bin ] && split -b 15M -d runs/g128/compile_cache.bin runs/export/compile_cache.bin.
+  # (the compile cache stays on the machine: its parts would take the few file slots a call brings back)
   cp runs/g128/log.jsonl runs/keep/g128_log.jsonl
   tar czf runs/export/g128_logs.tgz runs/keep runs/g128.out runs/g128/config.json $(ls runs/g128/sample_*.png | tail -3)
 }
@@ -236,7 +245,8 @@ watch() {
 import torch; from e4e.checkpoints.parts import save_parts
 ck = torch.load('runs/g128/checkpoint.pt', map_location='cpu', weights_only=True)
 save_parts(ck['g_ema'], '$OUT/g128_mid_g_ema', dtype=torch.float16); print('mid export at step', ck['step'])" || true
-    s=$(ls runs/g128/sample_*.png 2>/dev/null | tail -1); [ -n "$s" ] && cp "$s" "$OUT/"
+    # (no sample yet right after RESUME: ls fails, which pipefail would make fatal)
+    s=$(ls runs/g128/sample_*.png 2>/dev/null | tail -1 || true); [ -z "$s" ] || cp "$s" "$OUT/"
   fi
   for f in runs/smoke.out runs/g128.out runs/e4e.out runs/psp.out; do
     [ -f $f ] && { echo "--- $f"; tr '\r' '\n' < $f | tail -n 2; }

@@ -231,3 +231,132 @@ def test_gradfix_impl_of_the_ops_is_the_reference():
             ref = modulated_conv2d(x, w, s, grouped=grouped, **extra)
             fix = modulated_conv2d(x, w, s, grouped=grouped, impl="gradfix", **extra)
             assert torch.allclose(ref, fix, atol=1e-12), (grouped, up)
+
+
+# -- e4e.ops.fir_conv: impl="fold" (a blur and the convolution beside it as one convolution) --------------
+FIR_CASES = [  # (conv kernel, stride, pad): D's downsampling conv and skip, an unstrided asymmetric case
+    (3, 2, (2, 2)), (1, 2, (1, 1)), (3, 1, (2, 1))]
+
+
+def _fir(g):  # an asymmetric FIR kernel: a flip in the wrong place cannot pass
+    return torch.rand(4, 4, generator=g, dtype=torch.float64) + 0.1
+
+
+@pytest.mark.parametrize("k,stride,pad", FIR_CASES)
+def test_fir_then_conv2d_is_the_chain(k, stride, pad):
+    """blur (upfirdn2d) then a strided conv == one conv with the folded kernel: values, and gradcheck +
+    gradgradcheck in float64 (the R1 step's second derivative)."""
+    from torch.autograd import gradcheck, gradgradcheck
+
+    from e4e.ops.fir_conv import fir_then_conv2d
+    g = torch.Generator().manual_seed(k * 10 + stride)
+    fir = _fir(g)
+    x = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, k, k, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=g, dtype=torch.float64)
+    chain = F.conv2d(upfirdn2d(x, fir, pad=pad), w, b, stride=stride)
+    folded = fir_then_conv2d(x, w, fir, pad, stride=stride, bias=b)
+    assert folded.shape == chain.shape
+    assert torch.allclose(folded, chain, atol=1e-12)
+    fn = lambda x, w: fir_then_conv2d(x, w, fir, pad, stride=stride)  # noqa: E731
+    assert gradcheck(fn, (x, w)) and gradgradcheck(fn, (x, w))
+
+
+@pytest.mark.parametrize("groups,k,pad", [(1, 3, (1, 1)), (2, 3, (1, 1)), (1, 1, (2, 3))])
+def test_conv_transpose2d_then_fir_is_the_chain(groups, k, pad):
+    """A stride-2 transposed conv then the blur (G's upsampling conv) == one transposed conv."""
+    from torch.autograd import gradcheck, gradgradcheck
+
+    from e4e.ops.fir_conv import conv_transpose2d_then_fir
+    g = torch.Generator().manual_seed(groups * 10 + k)
+    fir = _fir(g)
+    x = torch.randn(2, 4, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 6 // groups, k, k, generator=g, dtype=torch.float64, requires_grad=True)
+    chain = upfirdn2d(F.conv_transpose2d(x, w, stride=2, groups=groups), fir, pad=pad)
+    folded = conv_transpose2d_then_fir(x, w, fir, pad, stride=2, groups=groups)
+    assert folded is not None and folded.shape == chain.shape
+    assert torch.allclose(folded, chain, atol=1e-12)
+    fn = lambda x, w: conv_transpose2d_then_fir(x, w, fir, pad, stride=2, groups=groups)  # noqa: E731
+    assert gradcheck(fn, (x, w)) and gradgradcheck(fn, (x, w))
+
+
+def test_fold_upsampling_and_its_fallback_are_upfirdn2d():
+    """upfirdn2d(impl="fold") upsamples as one depthwise transposed conv (ToRGB's skip: pad (2, 1)); a
+    padding the transposed conv cannot express (a crop past the kernel) falls back to the chain; plain
+    blurs and downsampling run the gradfix depthwise conv. All equal the reference."""
+    from e4e.ops.fir_conv import conv_transpose2d_then_fir
+    g = torch.Generator().manual_seed(5)
+    fir = _fir(g)
+    x = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64)
+    assert conv_transpose2d_then_fir(x, None, fir, (2, 1), stride=2) is not None  # ToRGB's skip folds
+    assert conv_transpose2d_then_fir(x, None, fir, (5, 0), stride=2) is None
+    for kw in (dict(up=2, pad=(2, 1)), dict(up=2, pad=(5, 0)), dict(pad=(1, 2)), dict(down=2, pad=(1, 1))):
+        assert torch.allclose(upfirdn2d(x, fir, impl="fold", **kw), upfirdn2d(x, fir, **kw), atol=1e-12), kw
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_fold_modulated_conv_is_the_reference(grouped):
+    """modulated_conv2d(impl="fold"), up or not, with deferred demodulation in the shared form: the
+    reference's values and input gradients (float64)."""
+    g = torch.Generator().manual_seed(6)
+    k = _fir(g) * 4
+    w = torch.randn(5, 4, 3, 3, generator=g, dtype=torch.float64)
+    s = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    for up in (False, True):
+        extra = dict(up=True, blur_kernel=k, blur_pad=(1, 1)) if up else dict(padding=1)
+        xs = [torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(7), dtype=torch.float64,
+                          requires_grad=True) for _ in range(2)]
+        ref = modulated_conv2d(xs[0], w, s, grouped=grouped, **extra)
+        fold = modulated_conv2d(xs[1], w, s, grouped=grouped, impl="fold", **extra)
+        assert torch.allclose(ref, fold, atol=1e-12), up
+        ga, gb = (torch.autograd.grad((y ** 2).sum(), x)[0] for y, x in ((ref, xs[0]), (fold, xs[1])))
+        assert torch.allclose(ga, gb, atol=1e-10), up
+        if not grouped:
+            out, dcoef = modulated_conv2d(xs[1], w, s, grouped=False, impl="fold", defer_demod=True, **extra)
+            assert torch.allclose(out * dcoef[:, :, None, None], ref, atol=1e-12)
+
+
+def _fold_networks_run(device, dtype):
+    """G -> image -> D -> R1 gradient with impl ref and fold on every op module: ((ref outputs), (fold))."""
+    from e4e.nets.discriminators import Discriminator, DiscriminatorConfig
+    from e4e.nets.stylegan2 import Generator, GeneratorConfig
+    torch.manual_seed(0)
+    gcfg = GeneratorConfig(size=32, style_dim=16, n_mlp=2, channel_max=32)
+    gen = Generator(gcfg).to(device, dtype).configure(grouped=False)
+    d = Discriminator(DiscriminatorConfig.from_generator(gcfg)).to(device, dtype)
+    z = torch.randn(4, 16, dtype=dtype, device=device)
+
+    def run(impl):
+        for m in (*gen.modules(), *d.modules()):
+            if hasattr(m, "impl"):
+                m.impl = impl
+        img, _ = gen([z], randomize_noise=False)
+        x = img.detach().requires_grad_(True)
+        pred = d(x)
+        (grad,) = torch.autograd.grad(pred.sum(), x, create_graph=True)
+        (gw,) = torch.autograd.grad(grad.pow(2).sum(), d.convs[1].conv2[1].weight)  # R1's second order
+        return img, pred, grad, gw
+    return run("ref"), run("fold")
+
+
+def test_fold_generator_and_discriminator_are_the_reference():
+    """Whole networks with impl="fold": the reference's image, logits, R1 gradient (d pred / d image)
+    and its derivative for a downsampling conv's weight (float64, CPU)."""
+    ref, fold = _fold_networks_run("cpu", torch.float64)
+    for a, b in zip(ref, fold):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fold_generator_and_discriminator_are_the_reference_on_cuda():
+    """The same on CUDA in strict fp32 (TF32 off): cuDNN's kernels for the folded 6x6 convolutions
+    against its kernels for the chains, within fp32 rounding."""
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        ref, fold = _fold_networks_run("cuda", torch.float32)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    for a, b in zip(ref, fold):
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max(), (a - b).abs().max() / a.abs().max()

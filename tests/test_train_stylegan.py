@@ -100,7 +100,8 @@ def test_fewer_images_than_the_batch_is_an_error_not_a_hang(tmp_path):
 
 
 @pytest.mark.parametrize("kw,msg", [({"batch": 0}, "batch=0 must be >= 1"), ({"save_every": 0}, "save_every"),
-                                    ({"reg_impl": "taps"}, "reg_impl='taps' must be ref or gradfix"),
+                                    ({"reg_impl": "taps"}, "reg_impl='taps' must be auto, ref, gradfix or fold"),
+                                    ({"main_impl": "gradfix"}, "main_impl='gradfix' must be auto"),
                                     ({"lr": -1.0}, "lr=-1.0 must be a positive"), ({"impl": "cuda"}, "impl='cuda' must"),
                                     ({"augment": "colour"}, "unknown augment")])
 def test_bad_options_are_one_line(tmp_path, kw, msg):
@@ -153,6 +154,15 @@ def test_fast_step_computes_the_reference_step(tmp_path):
         assert torch.allclose(da[k], db[k], rtol=1e-5, atol=1e-6), k
 
 
+def test_ops_impls_resolve_per_device(tmp_path):
+    """auto: the regularisers run the reference on CPU (fold is for CUDA, where it was measured faster) and
+    the main steps the reference eager; explicit names are kept."""
+    tr = GANTrainer(cfg(tmp_path, impl="fast", compile="off"))
+    assert (tr.reg_impl, tr.main_impl) == ("ref", "ref")
+    tr = GANTrainer(cfg(tmp_path, impl="fast", compile="off", reg_impl="fold", main_impl="taps"))
+    assert (tr.reg_impl, tr.main_impl) == ("fold", "taps")
+
+
 def _steps(tr, real, n):
     stats = [tr.step(real) for _ in range(n)]
     params = {**{f"g.{k}": v.clone() for k, v in tr.g.state_dict().items()},
@@ -160,10 +170,12 @@ def _steps(tr, real, n):
     return stats, params
 
 
-@pytest.mark.parametrize("setting", [{"channels_last": True}, {"reg_impl": "gradfix"}])
+@pytest.mark.parametrize("setting", [{"channels_last": True}, {"reg_impl": "gradfix"}, {"reg_impl": "fold"},
+                                     {"main_impl": "fold", "reg_impl": "fold"}, {"main_impl": "taps"}])
 def test_layout_and_regulariser_ops_train_the_same_function(tmp_path, setting):
     """channels_last=True (NHWC activations in G and D) is a layout, reg_impl="gradfix" (R1 and path length
-    through e4e.ops.conv) an implementation, neither a model: the same draws give the same losses and
+    through e4e.ops.conv), "fold" (the blurs folded into the convolutions beside them, e4e.ops.fir_conv) and
+    main_impl (the main steps' ops) implementations, none a model: the same draws give the same losses and
     parameters (float64, so only the summation order could differ) over steps with both lazy
     regularisers; the path-length probe is drawn in (N, C, H, W) order whatever the layout."""
     torch.set_default_dtype(torch.float64)

@@ -75,6 +75,16 @@ class ConvLayer(nn.Sequential):
         if activate:
             layers.append(FusedLeakyReLU(out_ch))
         super().__init__(*layers)
+        self.downsample = downsample
+
+    def forward(self, x):
+        # impl="fold" (set on the Blur, as on every op module): the blur folded into the strided conv
+        if not (self.downsample and self[0].impl == "fold"):
+            return super().forward(x)
+        from e4e.ops.fir_conv import fir_then_conv2d
+        blur, conv = self[0], self[1]
+        x = fir_then_conv2d(x, conv.weight * conv.scale, blur.kernel, blur.pad, stride=conv.stride, bias=conv.bias)
+        return self[2](x) if len(self) > 2 else x
 
 
 class ResBlock(nn.Module):

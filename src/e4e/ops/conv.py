@@ -1,14 +1,15 @@
 """conv2d and conv_transpose2d, with impl="gradfix": backward passes written as convolutions.
 
 In/out: as torch.nn.functional.conv2d / conv_transpose2d (no dilation). impl="ref" (or any name but
-"gradfix") calls them. impl="gradfix" runs the same forward through an autograd.Function whose backward
-computes the input gradient with the transposed convolution (for conv2d) or the convolution (for
-conv_transpose2d) and the weight gradient with aten's convolution_backward. Why: StyleGAN2's lazy R1 and
-path-length steps differentiate a gradient. PyTorch differentiates a convolution's backward with its
-generic double-backward formula, and on the H200 that second-order pass ran on slow fallback kernels
-(docs/benchmarks.md, "Where the GAN trainer's time goes"). Through this Function, the second pass only
-ever differentiates ordinary convolutions, whose first-order backward kernels are the fast ones. The same
-idea is NVIDIA's conv2d_gradfix (stylegan2-ada-pytorch).
+"gradfix" and "fold", which runs its convolutions through gradfix) calls them. impl="gradfix" runs the
+same forward through an autograd.Function whose backward computes the input gradient with the transposed
+convolution (for conv2d) or the convolution (for conv_transpose2d) and the weight gradient with aten's
+convolution_backward. Why: StyleGAN2's lazy R1 and path-length steps differentiate a gradient. PyTorch
+differentiates a convolution's backward with its generic double-backward formula, and on the H200 and
+H100 that second-order pass ran on slow fallback kernels (docs/benchmarks.md, "Where the trainers' time
+goes": through this Function R1 ran 7x faster). With it, the second pass only ever differentiates
+ordinary convolutions, whose first-order backward kernels are the fast ones. The same idea is NVIDIA's
+conv2d_gradfix (stylegan2-ada-pytorch).
 
 The weight gradient itself is aten's, so a third-order derivative through it falls back to PyTorch's
 formula: correct, only not sped up. tests/test_ops.py checks values, gradients and second derivatives
@@ -16,6 +17,8 @@ against F.conv2d / F.conv_transpose2d in float64 (gradcheck, gradgradcheck).
 """
 import torch
 import torch.nn.functional as F
+
+GRADFIX = ("gradfix", "fold")  # the impls (e4e.ops.impl) whose convolutions run through the Functions below
 
 
 def _pair(v) -> tuple[int, int]:
@@ -84,7 +87,7 @@ def _autocast_inputs(x, w):
 
 
 def conv2d(x, w, bias=None, stride=1, padding=0, groups: int = 1, impl: str = "ref"):
-    if impl != "gradfix":
+    if impl not in GRADFIX:
         return F.conv2d(x, w, bias, stride, padding, 1, groups)
     x, w = _autocast_inputs(x, w)
     with torch.autocast(x.device.type, enabled=False):
@@ -93,7 +96,7 @@ def conv2d(x, w, bias=None, stride=1, padding=0, groups: int = 1, impl: str = "r
 
 
 def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, groups: int = 1, impl: str = "ref"):
-    if impl != "gradfix":
+    if impl not in GRADFIX:
         return F.conv_transpose2d(x, w, bias, stride, padding, output_padding, groups, 1)
     x, w = _autocast_inputs(x, w)
     with torch.autocast(x.device.type, enabled=False):

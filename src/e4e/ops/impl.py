@@ -7,6 +7,10 @@
     "gradfix" the reference, with every convolution (the FIR's depthwise one included) run through
              e4e.ops.conv's autograd Functions, whose backward passes are plain convolutions: for the
              steps that differentiate a gradient (the GAN trainer's lazy R1 and path length).
+    "fold"   "gradfix", with every FIR filter that sits next to a convolution folded into it (one dense
+             convolution with a 6x6 kernel instead of a 3x3 conv and a depthwise blur; e4e.ops.fir_conv),
+             and the ToRGB skip upsample as a depthwise transposed convolution: for the same steps, where
+             the depthwise blur's kernels (and their double backward) are the slow part.
     "triton" Triton kernels (e4e.ops.triton_kernels) on CUDA tensors, for inference. Where they cannot
              run (a CPU tensor, Triton not installed, or autograd recording through the op's inputs:
              the kernels have no backward) the op runs its reference instead; `triton_available()`
@@ -20,7 +24,7 @@ import os
 
 import torch
 
-IMPLS = ("ref", "taps", "gradfix", "triton")
+IMPLS = ("ref", "taps", "gradfix", "fold", "triton")
 
 
 def check_impl(impl: str) -> str:

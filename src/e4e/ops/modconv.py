@@ -24,9 +24,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
     x: (B, I, H, W); weight: (O, I, k, k), already multiplied by its equalised-lr scale; styles: (B, I).
     up=True is a stride-2 transposed convolution followed by the FIR blur (rosinality's order); impl is
-    the blur's implementation (e4e.ops.impl). grouped=True folds the batch into conv groups (one weight
-    per sample: the reference form); grouped=False scales activations instead of weights, so one shared
-    weight serves the whole batch (cheaper on GPU; the same function up to rounding).
+    the implementation of the convolutions and the blur (e4e.ops.impl; "fold" makes the two one conv).
+    grouped=True folds the batch into conv groups (one weight per sample: the reference form);
+    grouped=False scales activations instead of weights, so one shared weight serves the whole batch
+    (cheaper on GPU; the same function up to rounding).
     defer_demod (shared form with demodulate only): -> (output before demodulation, coefficients (B, O)
     in float32 or wider) for modconv_epilogue; the blur is per channel and linear, so scaling after it is the same.
     """
@@ -34,22 +35,32 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     o, _, kh, kw = weight.shape
     if defer_demod and (grouped or not demodulate):
         raise ValueError("defer_demod needs the shared-weight form (grouped=False) with demodulate=True")
-    dcoef = None
+    dcoef, blurred = None, False
+
+    def up_conv(x, wgt, groups):  # stride-2 transposed conv [and the blur, folded into it: impl="fold"]
+        nonlocal blurred
+        if impl == "fold":
+            from e4e.ops.fir_conv import conv_transpose2d_then_fir
+            y = conv_transpose2d_then_fir(x, wgt, blur_kernel, blur_pad, stride=2, groups=groups)
+            if y is not None:
+                blurred = True
+                return y
+        return conv_transpose2d(x, wgt, stride=2, groups=groups, impl=impl)
+
     if grouped:
         wgt = weight[None] * styles[:, None, :, None, None]  # (B, O, I, k, k)
         if demodulate:
             wgt = wgt * torch.rsqrt(wgt.pow(2).sum(dim=[2, 3, 4]) + eps)[:, :, None, None, None]
         x = x.reshape(1, b * i, h, w)
         if up:
-            wgt = wgt.transpose(1, 2).reshape(b * i, o, kh, kw)
-            out = conv_transpose2d(x, wgt, stride=2, groups=b, impl=impl)
+            out = up_conv(x, wgt.transpose(1, 2).reshape(b * i, o, kh, kw), b)
         else:
             out = conv2d(x, wgt.reshape(b * o, i, kh, kw), padding=padding, groups=b, impl=impl)
         out = out.reshape(b, o, out.shape[2], out.shape[3])
     else:
         x = x * styles[:, :, None, None].to(x.dtype)
         if up:
-            out = conv_transpose2d(x, weight.transpose(0, 1), stride=2, impl=impl)
+            out = up_conv(x, weight.transpose(0, 1), 1)
         else:
             out = conv2d(x, weight, padding=padding, impl=impl)
         if demodulate:
@@ -60,7 +71,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             dcoef = torch.rsqrt(d + eps)
             if not defer_demod:
                 out = out * dcoef[:, :, None, None].to(out.dtype)
-    if up:
+    if up and not blurred:
         out = upfirdn2d(out, blur_kernel, pad=blur_pad, impl=impl)
     return (out, dcoef) if defer_demod else out
 

@@ -25,11 +25,17 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     """kernel: (kh, kw), applied as a true convolution (flipped), which matters because checkpoints store
     the kernel as a buffer and need not be symmetric. pad = (before, after) on both axes; negative values
     crop. impl: "ref" (depthwise conv), "taps" (for torch.compile), "gradfix" (the depthwise conv through
-    e4e.ops.conv) or "triton" (CUDA inference)."""
+    e4e.ops.conv), "fold" (gradfix; upsampling as one depthwise transposed conv, e4e.ops.fir_conv) or
+    "triton" (CUDA inference)."""
     check_impl(impl)
     if use_triton(impl, x, kernel):
         from e4e.ops.triton_kernels import upfirdn2d_triton
         return upfirdn2d_triton(x, kernel, up=up, down=down, pad=pad)
+    if impl == "fold" and up > 1 and down == 1:
+        from e4e.ops.fir_conv import conv_transpose2d_then_fir
+        y = conv_transpose2d_then_fir(x, None, kernel, pad, stride=up)
+        if y is not None:
+            return y
     n, c, h, w = x.shape
     kh, kw = kernel.shape
     p0, p1 = pad

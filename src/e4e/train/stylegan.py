@@ -70,7 +70,9 @@ class GANTrainConfig:
     bf16: bool = False  # bf16 autocast for the main D and G steps
     reg_bf16: bool = False  # with bf16: the lazy R1 and path-length steps under autocast too (else fp32)
     channels_last: bool = False  # NHWC activations in G and D: the same function, cuDNN's preferred layout
-    reg_impl: str = "ref"  # the lazy R1 and path-length steps' ops: ref | gradfix (e4e.ops.impl)
+    reg_impl: str = "auto"  # the lazy R1 and path-length steps' ops: auto (fold on CUDA, else ref) | ref |
+    # gradfix | fold (e4e.ops.impl; on the H100 gradfix and fold cut R1 + path length 3.6x, docs/benchmarks.md)
+    main_impl: str = "auto"  # the main D and G steps' ops: auto (taps when compiled, else ref) | ref | taps | fold
     time_limit_min: float = 0.0  # > 0: stop cleanly (checkpoint + final generator) after this many minutes
     device: str | None = None
     workers: int = 4  # reference impl: decoding threads; fast impl: threads that load the dataset once
@@ -101,8 +103,10 @@ class GANTrainConfig:
             fail(f"mixing={self.mixing} must be in [0, 1]")
         if self.impl not in IMPLS:
             fail(f"impl={self.impl!r} must be one of {', '.join(IMPLS)}")
-        if self.reg_impl not in ("ref", "gradfix"):
-            fail(f"reg_impl={self.reg_impl!r} must be ref or gradfix")
+        if self.reg_impl not in ("auto", "ref", "gradfix", "fold"):
+            fail(f"reg_impl={self.reg_impl!r} must be auto, ref, gradfix or fold")
+        if self.main_impl not in ("auto", "ref", "taps", "fold"):
+            fail(f"main_impl={self.main_impl!r} must be auto, ref, taps or fold")
         if self.compile not in ("auto", "on", "off"):
             fail(f"compile={self.compile!r} must be auto, on or off")
         bad = [p for p in filter(None, self.augment.split(",")) if p not in ("color", "translation", "cutout")]
@@ -267,9 +271,11 @@ class GANTrainer:
         # ops of G and D (e4e.ops.impl): the FIR filters run as taps inside the compiled main steps
         # (inductor fuses them; measured 420 img/s on the H200 against a depthwise conv per blur); the eager
         # R1 and path-length steps run reg_impl ("ref": the depthwise conv, where taps would be 16 separate
-        # kernels; "gradfix": every conv through e4e.ops.conv, whose backward is made of plain convs)
+        # kernels; "gradfix": every conv through e4e.ops.conv, whose backward is made of plain convs;
+        # "fold": gradfix with each blur folded into the convolution beside it, e4e.ops.fir_conv)
         self._ops = [m for m in (*self.g.modules(), *self.d.modules()) if hasattr(m, "impl")]
-        self.main_impl = "taps" if use_compile else "ref"
+        self.main_impl = ("taps" if use_compile else "ref") if cfg.main_impl == "auto" else cfg.main_impl
+        self.reg_impl = ("fold" if dev.type == "cuda" else "ref") if cfg.reg_impl == "auto" else cfg.reg_impl
 
     def _ops_impl(self, impl: str) -> None:
         for m in self._ops:
@@ -303,7 +309,7 @@ class GANTrainer:
         self._ops_impl(self.main_impl)
         loss, real_score, fake_score = self._d_main(self.gm, self.d_train, real, *r["d_z"], r["aug_fake"],
                                                     r["aug_real"], pol, cfg.bf16, noise)
-        self._ops_impl(cfg.reg_impl)
+        self._ops_impl(self.reg_impl)
         clock.mark("D main: forward")
         self.d_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -321,7 +327,7 @@ class GANTrainer:
         requires_grad(self.g, True), requires_grad(self.d, False)
         self._ops_impl(self.main_impl)
         loss = self._g_main(self.gm, self.d_train, *r["g_z"], r["aug_g"], pol, cfg.bf16, noise)
-        self._ops_impl(cfg.reg_impl)
+        self._ops_impl(self.reg_impl)
         clock.mark("G main: forward")
         self.g_opt.zero_grad(set_to_none=True)
         loss.backward()

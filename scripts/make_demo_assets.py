@@ -8,9 +8,11 @@ embedded model), the evaluation classifier (the judge, models/avatar/eval_convne
 calibrates the strengths) and, for --kind ifg_samples or component, the similarity network
 (models/avatar/sim_resnet_A.safetensors: it labels generator samples).
 Out, under --out (default src/e4e/assets, beside the embedded model):
-  directions.safetensors   e4e.benchmark's directions file: per (attribute, target) one W direction of
-                           --kind (default ifg_codes: InterFaceGAN's linear SVM on the encoder's codes of
-                           --codes labelled training avatars), one W standard deviation long, with its
+  directions.safetensors   e4e.benchmark's directions file: per (attribute, target) one direction of
+                           --kind (default codes_wplus: the class-mean difference of the encoder's W+
+                           codes of --codes labelled training avatars, style by style, one class gap long;
+                           ifg_codes: InterFaceGAN's linear SVM on their mean over styles, a W direction
+                           one W standard deviation long, which barely moves this model), with its
                            calibrated strength (info["strength"]: the strength at which the judge sees the
                            target on 90% of generator samples that lacked it, e4e.benchmark.calibrate;
                            DEFAULT_STRENGTH where it never does; info["strength_rule"] says which),
@@ -43,13 +45,17 @@ ASSETS = ROOT / "src" / "e4e" / "assets"
 JUDGE = ROOT / "models" / "avatar" / "eval_convnet_B.safetensors"
 LABELLER = ROOT / "models" / "avatar" / "sim_resnet_A.safetensors"
 SEFA_STRENGTH = 3.0  # W standard deviations: the SeFa direction has no label to calibrate on
-DEFAULT_STRENGTH = 3.0  # W standard deviations, where the judge never saw the target often enough
+DEFAULT_STRENGTH = 3.0  # W standard deviations (class gaps for codes_wplus), where the judge never saw the target often enough
 VARIETY = ("smile", "glasses", "facial_hair", "hat", "hair_colour", "skin_colour")
+CODE_KINDS = ("ifg_codes", "codes_wplus")  # fitted on encoded training images with their true labels
 HOW = {
     "ifg_codes": "InterFaceGAN: a linear SVM on the e4e encoder's codes (mean over styles) of {codes} labelled "
                  "training avatars, true labels from labels.csv (hair colour: one colour against the rest)",
     "ifg_samples": "InterFaceGAN: a linear SVM on {samples} generator W samples labelled by the similarity "
                    "network {labeller} (hair colour: one colour against the rest)",
+    "codes_wplus": "the class-mean difference, style by style (a W+ direction), of the e4e encoder's codes of "
+                   "{codes} labelled training avatars, true labels from labels.csv (hair colour: one colour "
+                   "against the rest); strength in class gaps",
     "component": "the SeFa / GANSpace component whose W coordinate correlates best with the similarity "
                  "network's labels of {samples} generator samples",
 }
@@ -161,7 +167,7 @@ def build(data_dir, out, inv, judge, labeller, opts: bm.DirectionOptions, n_sour
                     f"never used), else {DEFAULT_STRENGTH:g}; per direction in info['strength'] and "
                     "info['strength_rule']",
         "model": files.get("model"), "model_sha256": files.get("model_sha256"),
-        "judge": files.get("judge"), "labeller": files.get("labeller") if kind != "ifg_codes" else None,
+        "judge": files.get("judge"), "labeller": files.get("labeller") if kind not in CODE_KINDS else None,
         "dataset": _dataset_info(data.root), "options": asdict(opts),
         "sources": [Path(r["file"]).name for r in sources],
     }
@@ -195,9 +201,9 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", help="inverter (default: the embedded model)")
     ap.add_argument("--classifier", type=Path, default=JUDGE, help="evaluation classifier (calibrates strengths)")
     ap.add_argument("--labeller", type=Path, default=LABELLER, help="similarity net (ifg_samples / component)")
-    ap.add_argument("--kind", default="ifg_codes", choices=bm.KINDS, help="how directions are fitted")
+    ap.add_argument("--kind", default="codes_wplus", choices=bm.KINDS, help="how directions are fitted")
     ap.add_argument("--sources", type=int, default=6, help="held-out avatars to ship (default 6)")
-    ap.add_argument("--codes", type=int, default=2000, help="training avatars encoded for ifg_codes")
+    ap.add_argument("--codes", type=int, default=2000, help="training avatars encoded (ifg_codes, codes_wplus)")
     ap.add_argument("--samples", type=int, default=10000, help="W samples (ifg_samples labels, W std scale)")
     ap.add_argument("--calib-samples", type=int, default=64, help="generator samples calibrating each strength")
     ap.add_argument("--calib-grid", default="1,2,3,4,5,6", help="strengths tried (W standard deviations)")
@@ -221,13 +227,13 @@ def main(argv=None) -> int:
             grid = tuple(sorted(float(s) for s in a.calib_grid.split(",")))
         except ValueError:
             raise E4EError(f"--calib-grid: expected comma-separated numbers, got {a.calib_grid!r}") from None
-        for path in (a.classifier, *([a.labeller] if a.kind != "ifg_codes" else [])):
+        for path in (a.classifier, *([a.labeller] if a.kind not in CODE_KINDS else [])):
             if not path.is_file():
                 raise E4EError(f"{path}: no such attribute network file")
         model = checkpoint_path(a.checkpoint)
         inv = load(model, device=a.device)
         judge = load_attribute_net(a.classifier).to(a.device).eval()
-        labeller = load_attribute_net(a.labeller).to(a.device).eval() if a.kind != "ifg_codes" else None
+        labeller = load_attribute_net(a.labeller).to(a.device).eval() if a.kind not in CODE_KINDS else None
         opts = bm.DirectionOptions(samples=a.samples, codes=a.codes, calib_samples=a.calib_samples, calib_grid=grid,
                                    batch_size=a.batch_size, seed=a.seed, kinds=(a.kind,),
                                    stop_at_goal=not a.full_curves)

@@ -155,13 +155,19 @@ def test_fit_directions_recover_a_planted_attribute():
                                       {"smile": ["0", "1"], "hair_colour": ["red"]}, steps=100)
     assert skipped == []
     by = {(x.kind, x.attribute, x.target): x for x in dirs}
-    assert len(by) == 9
+    assert len(by) == 12
     for kind in bm.KINDS:
         up, down = by[(kind, "smile", "1")].vector.double(), by[(kind, "smile", "0")].vector.double()
-        assert float(up @ u) / float(up.norm()) > 0.95  # toward smile = 1
-        torch.testing.assert_close(down, -up)
-        assert float(up.norm()) == pytest.approx(float((w @ (up / up.norm())).std()), rel=1e-5)  # one W std
         red = by[(kind, "hair_colour", "red")].vector.double()
+        torch.testing.assert_close(down, -up)
+        if kind == "codes_wplus":  # one vector per style, each the class gap of that style's codes
+            assert up.shape == (3, d)
+            y = torch.tensor([s == "1" for s in smile])
+            torch.testing.assert_close(up[1], w[y].mean(0) - w[~y].mean(0), rtol=1e-6, atol=1e-6)
+            up, red = up[0], red[0]
+        else:
+            assert float(up.norm()) == pytest.approx(float((w @ (up / up.norm())).std()), rel=1e-5)  # one W std
+        assert float(up @ u) / float(up.norm()) > 0.95  # toward smile = 1
         assert float(red[5]) / float(red.norm()) > 0.95
     assert by[("component", "smile", "1")].info["component"] == "ganspace0"
     assert by[("component", "hair_colour", "red")].info["component"] == "ganspace1"

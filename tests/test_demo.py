@@ -38,7 +38,7 @@ def tiny_assets(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         opts = bm.DirectionOptions(samples=200, codes=16, calib_samples=8, calib_grid=(1.0, 2.0), batch_size=4,
-                                   kinds=("ifg_codes",), stop_at_goal=True)
+                                   kinds=("codes_wplus",), stop_at_goal=True)
         files = {"model": "tiny.safetensors", "model_sha256": checkpoint_sha256(root / "tiny.safetensors"),
                  "judge": "stub"}
         info = load_script().build(root / "data", root / "assets", inv, StubNet(patch_rule), None, opts, 3, files,
@@ -67,9 +67,10 @@ def test_assets_script_writes_directions_and_a_small_dataset(tiny_assets):
     assets = root / "assets"
     dirs, _ = bm.load_directions(assets / "directions.safetensors")
     assert bm.directions_info(assets / "directions.safetensors") == json.loads(json.dumps(info))
-    assert info["kind"] == "ifg_codes" and "linear SVM" in info["how"] and len(info["sources"]) == 3
-    assert {d.kind for d in dirs} == {"ifg_codes", "sefa"}
-    assert all(d.vector.shape == (32,) and d.info["strength"] > 0 for d in dirs)
+    assert info["kind"] == "codes_wplus" and "class-mean difference" in info["how"] and len(info["sources"]) == 3
+    assert {d.kind for d in dirs} == {"codes_wplus", "sefa"}
+    n = tiny_inverter(0).decoder.n_latent
+    assert all(d.vector.shape == ((32,) if d.kind == "sefa" else (n, 32)) and d.info["strength"] > 0 for d in dirs)
     # the samples folder is a dataset of its own: the source and pair images are the data's, byte for byte
     data = bm.read_pairs(assets / "samples")
     assert [r["file"] for r in data.labels] == info["sources"]
@@ -153,7 +154,7 @@ def test_demo_warns_when_the_directions_belong_to_another_model(tiny_assets, tmp
     (["--directions", "{tmp}/nodir.safetensors"], "no such directions file"),
     (["--limit", "0"], "--limit must be at least 1"),
     (["--kind", "component"], "no 'component' directions"),
-    (["--checkpoint", "{big}"], "but the model's W is 64-d"),
+    (["--checkpoint", "{big}"], "but the model's W+ is (8, 64)"),
 ])
 def test_demo_bad_input_is_one_line(tiny_assets, tmp_path, capsys, extra, message):
     root, _ = tiny_assets

@@ -104,6 +104,26 @@ def test_fitted_directions_beside_and_given(tmp_path):
                                  n_ganspace=0)
 
 
+def test_fitted_wplus_directions_move_each_style_by_its_own_vector(tmp_path):
+    """A codes_wplus file (one vector per style, what scripts/make_demo_assets.py ships) gives W+ sliders:
+    a slider value v adds v times each style's own vector; a file for another style count is refused."""
+    ckpt = _tiny_checkpoint(tmp_path, {})
+    inv = e4e.load(ckpt)
+    n, dim = inv.decoder.n_latent, inv.decoder.style_dim
+    vec = torch.randn(n, dim)
+    path = tmp_path / "wplus.safetensors"
+    bm.save_directions(path, [bm.Direction("codes_wplus", "smile", "1", vec, {"strength": 2.0})], [],
+                       {"kind": "codes_wplus"})
+    (found,) = core.discover_directions(inv, [path], n_sefa=0, n_ganspace=0)
+    assert found.name == "smile" and found.vector.shape == (1, n, dim)
+    codes = torch.randn(2, n, dim)
+    torch.testing.assert_close(core.apply_values(codes, [found], [1.5]), codes + 1.5 * vec)
+    bm.save_directions(path, [bm.Direction("codes_wplus", "smile", "1", torch.randn(n + 1, dim), {})], [],
+                       {"kind": "codes_wplus"})
+    with pytest.raises(E4EError, match=f"has {n + 1} styles but the latents have {n}"):
+        core.discover_directions(inv, [path], n_sefa=0, n_ganspace=0)
+
+
 def test_apply_values_matches_the_editing_library(editor):
     """The slider path equals e4e.edit / editing.apply_direction applied one direction at a time."""
     codes = torch.randn(1, editor.inverter.decoder.n_latent, editor.inverter.decoder.style_dim)

@@ -11,8 +11,8 @@ curves and figures; see `benchmark` and `columns`.
 Why: a paper can only score edits by proxies; a rendered avatar pair gives the true edited image, so the
 distance between a method's edited inversion and that truth measures what an edit should have produced.
 
-Directions (all unit vectors scaled to one standard deviation of W along them, added to every style, like
-e4e.evaluate's LEC directions), for every attribute and target value (binary: toward 1, its negation toward
+Directions (unit vectors scaled to one standard deviation of W along them, added to every style, like
+e4e.evaluate's LEC directions; "codes_wplus" is the exception below), for every attribute and target value (binary: toward 1, its negation toward
 0; hair_colour: one-vs-rest toward the target colour, the categorical analogue of InterFaceGAN's binary
 hyperplane):
 - "ifg_samples": InterFaceGAN's protocol, a linear SVM on W samples mapping(z) labelled by the LABELLER on
@@ -21,6 +21,13 @@ hyperplane):
   notes say so).
 - "ifg_codes": the same SVM on the e4e encoder's codes (averaged over styles) of training images, with
   their true labels from labels.csv.
+- "codes_wplus": a direction in W+ (one vector per style, (n_styles, D)): the difference between the mean
+  e4e code of training images with the target and the mean code of those without, style by style (true
+  labels from labels.csv). No classifier is fitted (a hyperplane in n_styles x 512 dimensions would need far
+  more images than a few thousand); its strength unit is that class gap, not a W standard deviation:
+  strength 1 moves a code from the mean of one class to the mean of the other. Attributes that live in a
+  few layers (a smile, glasses) move along it where the style-mean directions above barely do
+  (bench/direction_fit_check.py, docs/model_card_avatar.md).
 - "component": the top SeFa / GANSpace direction (e4e.evaluate.edit_directions) whose W coordinate
   correlates best (Pearson, on the labeller's labels of the same W samples) with the attribute; sign toward
   the target.
@@ -54,7 +61,7 @@ from e4e.refine import render
 
 EDIT_ATTRIBUTES = ("smile", "glasses", "facial_hair", "hat", "hair_colour")
 BINARY = ("smile", "glasses", "facial_hair", "hat")
-KINDS = ("ifg_samples", "ifg_codes", "component")
+KINDS = ("ifg_samples", "ifg_codes", "codes_wplus", "component")
 S90 = "s90"
 REALISM_MIN = 10  # FID / KID of fewer images per target value is noise (and costs 1280-d eigendecompositions)
 
@@ -156,7 +163,7 @@ class Direction:
     kind: str
     attribute: str
     target: str
-    vector: torch.Tensor  # (D,), one W standard deviation long
+    vector: torch.Tensor  # (D,), one W standard deviation long; codes_wplus: (n_styles, D), one class gap
     info: dict = field(default_factory=dict)  # accuracy / correlation / source component
     s90: float | None = None  # strength for 90% success on generator samples; None: not reached
     calibration: list[float] = field(default_factory=list)  # judge success rate at each calibration strength,
@@ -217,6 +224,14 @@ def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]] 
                     continue
                 vec = scale_to_w_std(sign * fit.direction.reshape(-1), w_samples)
                 dirs.append(Direction(kind, attribute, target, vec, {"accuracy": fit.accuracy, "n": x.shape[0]}))
+            if code_feats is not None and "codes_wplus" in kinds:
+                d = class_gap_direction(code_feats, _one_vs_rest(attribute, target, code_labels[attribute]))
+                if d is None:
+                    skipped.append(f"codes_wplus {attribute}={target}: the encoded training images need both "
+                                   "labels")
+                else:
+                    dirs.append(Direction("codes_wplus", attribute, target, (sign * d).float(),
+                                          {"n": code_feats.shape[0], "unit": "class gap"}))
             if "component" not in kinds:
                 continue
             y = _one_vs_rest(attribute, target, sample_labels[attribute])
@@ -229,6 +244,16 @@ def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]] 
             dirs.append(Direction("component", attribute, target, vec,
                                   {"component": components.names[k], "correlation": abs(float(r[k]))}))
     return dirs, skipped
+
+
+def class_gap_direction(codes: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+    """W+ codes (M, n, D) and 0/1 labels (M,) -> mean code of the 1s minus mean code of the 0s, (n, D);
+    None when a class is empty."""
+    pos = y > 0.5
+    if pos.all() or not pos.any():
+        return None
+    codes = codes.double()
+    return codes[pos].mean(0) - codes[~pos].mean(0)
 
 
 def strength_for_success(strengths, rates, goal: float = 0.9) -> float | None:
@@ -244,8 +269,8 @@ def strength_for_success(strengths, rates, goal: float = 0.9) -> float | None:
 
 
 def edit_codes(codes: torch.Tensor, vector: torch.Tensor, strength: float) -> torch.Tensor:
-    """W+ codes (B, n, D) moved by strength * vector on every style."""
-    return codes + strength * vector.to(codes).reshape(1, 1, -1)
+    """W+ codes (B, n, D) moved by strength * vector: a W vector (D,) on every style, a W+ one (n, D) per style."""
+    return codes + strength * vector.to(codes).reshape(1, -1, codes.shape[-1])
 
 
 @torch.no_grad()
@@ -448,7 +473,8 @@ def prepare_directions(data: PairSet, targets: dict[str, list[str]], e4e_inv, ju
     if {"ifg_samples", "component"} & set(opts.kinds):
         sample_labels = labels_of_w(g, labeller if labeller is not None else judge, w, attributes, size,
                                     opts.batch_size)
-    train = data.split("train")[:opts.codes] if "ifg_codes" in opts.kinds else []
+    by_codes = {"ifg_codes", "codes_wplus"} & set(opts.kinds)
+    train = data.split("train")[:opts.codes] if by_codes else []
     images, names, notes = load_files(data.root, [r["file"] for r in train], e4e_inv.input_size, opts.fit)
     code_feats = code_labels = None
     if images is not None:
@@ -461,8 +487,8 @@ def prepare_directions(data: PairSet, targets: dict[str, list[str]], e4e_inv, ju
                                                   disable=not progress, leave=False)])
         row_of = {r["file"]: r for r in train}
         code_labels = {a: [row_of[n][a] for n in names] for a in attributes}
-    elif "ifg_codes" in opts.kinds:
-        notes.append("ifg_codes: no readable training images")
+    elif by_codes:
+        notes.append(f"{', '.join(sorted(by_codes))}: no readable training images")
     if "component" in opts.kinds:
         components = edit_directions(g, w, opts.components)
     dirs, skipped = fit_directions(w, sample_labels, code_feats, code_labels, components, targets, opts.seed,
@@ -522,6 +548,10 @@ def directions_info(path) -> dict:
     return json.loads(_directions_meta(path).get("info", "{}"))
 
 
+def _as_w(vector: torch.Tensor) -> torch.Tensor:
+    return vector.float().reshape(-1, vector.shape[-1]).mean(0)
+
+
 def direction_rows(dirs: list[Direction]) -> list[dict]:
     """One row per direction: how well it was fitted, the strength it needs, and its cosine to the others."""
     rows = []
@@ -534,7 +564,8 @@ def direction_rows(dirs: list[Direction]) -> list[dict]:
         for other in KINDS:
             o = by.get((other, d.attribute, d.target))
             if other != d.kind and o is not None:
-                row[f"cos_{other}"] = float(torch.nn.functional.cosine_similarity(d.vector, o.vector, dim=0))
+                row[f"cos_{other}"] = float(torch.nn.functional.cosine_similarity(
+                    _as_w(d.vector), _as_w(o.vector), dim=0))  # a W+ direction by its mean over styles
         rows.append(row)
     return rows
 

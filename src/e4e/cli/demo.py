@@ -53,9 +53,11 @@ def pick_directions(dirs, info: dict, kind: str | None, generator):
     if kind not in label_kinds:
         raise E4EError(f"the directions file has no {kind!r} directions (it has {', '.join(label_kinds) or 'none'})")
     for d in dirs:
-        if d.vector.numel() != generator.style_dim:
-            raise E4EError(f"directions for a {d.vector.numel()}-d W, but the model's W is {generator.style_dim}-d: "
-                           "make them for this model with scripts/make_demo_assets.py DATA")
+        styles = d.vector.shape[0] if d.vector.ndim == 2 else generator.n_latent  # a W+ direction: one per style
+        if d.vector.shape[-1] != generator.style_dim or styles != generator.n_latent:
+            raise E4EError(f"directions of shape {tuple(d.vector.shape)}, but the model's W+ is "
+                           f"({generator.n_latent}, {generator.style_dim}): make them for this model with "
+                           "scripts/make_demo_assets.py DATA")
     by_key = {(d.attribute, d.target): d for d in dirs if d.kind == kind}
     sefa = next((d for d in dirs if d.kind == "sefa"), None)
     if sefa is None:  # a file without one: the top SeFa direction of this generator, one W std long
@@ -116,7 +118,7 @@ def run(args) -> int:
             notes.append(f"no {kind} direction for {a}={p['target']}: the edit of {sources[i]} is left empty")
             continue
         edits.append((i, a, p, d, strength_of(d)))
-        moved.append(bm.edit_codes(lat.codes[i:i + 1], d.vector, strength_of(d)))  # on every style
+        moved.append(bm.edit_codes(lat.codes[i:i + 1], d.vector, strength_of(d)))  # every style (W+: each its own)
     s_sefa = strength_of(sefa)
     for sign in (-1, 1):
         moved.append(bm.edit_codes(lat.codes, sefa.vector, sign * s_sefa))

@@ -267,9 +267,11 @@ def _definitions(bm, args, scorers, strengths) -> list[str]:
         f"({args.pti_steps} steps).",
         "- Directions: ifg_samples = InterFaceGAN (linear SVM) on labelled generator samples "
         f"({args.direction_samples} W samples); ifg_codes = the same on the e4e codes of {args.direction_images} "
-        "training images with their true labels; component = the best-correlated of the top "
+        "training images with their true labels (their mean over styles); codes_wplus = the class-mean difference "
+        "of those codes, style by style (a W+ direction); component = the best-correlated of the top "
         f"{args.components} SeFa and {args.components} GANSpace directions. hair_colour: one-vs-rest toward the "
-        "target colour. Strengths are in standard deviations of W along the direction, added to every style.",
+        "target colour. Strengths are in standard deviations of W along the direction, added to every style; "
+        "for codes_wplus in class gaps (1 = from one class's mean code to the other's).",
         f"- s90: the smallest strength at which the judge sees the target on {args.success:.0%} of "
         f"{args.calib_samples} generator samples that lacked it (tried at "
         f"{args.calib_grid or '0, 0.5, ..., 6'}, up to the first that reaches it); curve strengths: "
@@ -287,25 +289,28 @@ def _definitions(bm, args, scorers, strengths) -> list[str]:
 
 def register_flags(p) -> None:
     """The flags `e4e eval` adds for --pairs."""
+    from e4e.benchmark import KINDS
     g = p.add_argument_group("ground-truth editing benchmark (--pairs)")
     g.add_argument("--pairs", metavar="DIR", help="avatar dataset folder (labels.csv, pairs.csv, pairs/): run the "
                                                   "editing benchmark against the true counterfactuals")
     g.add_argument("--classifier", metavar="PATH", help="evaluation classifier (e4e.nets.attributes safetensors)")
     g.add_argument("--labeller", metavar="PATH", help="similarity network: labels the generator samples the "
                                                       "InterFaceGAN directions are fitted on (default: the judge)")
-    g.add_argument("--edit-strengths", default="0,1,2,3", help="curve strengths in W std (default 0,1,2,3)")
+    g.add_argument("--edit-strengths", default="0,1,2,3", help="curve strengths in W std, class gaps for codes_wplus "
+                                                               "(default 0,1,2,3)")
     g.add_argument("--success", type=float, default=0.9, help="success rate the calibrated strength reaches")
     g.add_argument("--direction-samples", type=int, default=10_000, help="labelled generator samples (10000)")
-    g.add_argument("--direction-images", type=int, default=2000, help="training images for ifg_codes (2000)")
+    g.add_argument("--direction-images", type=int, default=2000,
+                   help="training images for ifg_codes and codes_wplus (2000)")
     g.add_argument("--components", type=int, default=10, help="SeFa and GANSpace candidates each (10)")
     g.add_argument("--calib-samples", type=int, default=256, help="generator samples for the strength (256)")
     g.add_argument("--calib-grid", metavar="S,S,...", help="strengths tried for s90, ascending (default 0,0.5,...,6)")
     g.add_argument("--kinds", metavar="K,...", help="direction kinds to fit and score, from "
-                                                    "ifg_samples,ifg_codes,component (default all)")
+                                                    f"{','.join(KINDS)} (default all)")
     g.add_argument("--attributes", metavar="A,...", help="edit attributes whose pairs are scored, from "
                                                          "smile,glasses,facial_hair,hat,hair_colour (default all; "
                                                          "preservation still checks all five)")
     g.add_argument("--method-limits", metavar="M=N,...", help="per-method image limits, e.g. pti=8,optimize=32")
     g.add_argument("--sheet-pairs", type=int, default=8, help="pairs per method in the sample sheets (8)")
-    g.add_argument("--sheet-kind", default="ifg_samples", choices=("ifg_samples", "ifg_codes", "component"),
+    g.add_argument("--sheet-kind", default="ifg_samples", choices=KINDS,
                    help="direction kind of the summary, figures and sheets (default ifg_samples)")

@@ -133,7 +133,8 @@ def fitted_directions(path, checkpoint=None) -> list[Direction]:
             continue
         name = d.attribute.replace("_", " ") + ("" if d.attribute in BINARY else f" {d.target}")
         limit = max(5, math.ceil(1.5 * (d.info.get("strength", d.s90) or 3.0)))
-        out.append(Direction(name, "fitted", d.vector.float().reshape(1, -1), limit=float(limit)))
+        vec = d.vector.float()  # W (D,) -> (1, D); a codes_wplus direction (n, D) -> (1, n, D), one per style
+        out.append(Direction(name, "fitted", vec.reshape(1, *vec.shape), limit=float(limit)))
     return out
 
 

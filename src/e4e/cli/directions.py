@@ -1,6 +1,7 @@
 """e4e directions fit|sefa|ganspace: make edit directions.
 
   fit LATENTS LABELS.csv -o dir.pt   InterFaceGAN: a linear classifier on labelled latents, its unit normal
+                                     (--method class_gap: the class-mean difference, per style on W+)
   sefa -o dir.pt --index K           the K-th SeFa direction, zero outside the factorised styles
   ganspace -o pca.pt                 GANSpace PCA of W, in the official file layout
 """
@@ -163,7 +164,9 @@ def register(sub):
     f.add_argument("latents", metavar="LATENTS", help="latents from e4e invert (.npz), an official latents.pt or .npy")
     f.add_argument("labels", metavar="LABELS.csv", help="CSV with a name column and a label column")
     f.add_argument("-o", "--output", required=True, metavar="FILE", help="direction file to write (.pt or .npy)")
-    f.add_argument("--method", default="svm", choices=("svm", "logistic"), help="classifier loss (default svm)")
+    f.add_argument("--method", default="svm", choices=("svm", "logistic", "class_gap"),
+                   help="svm / logistic: a classifier's unit normal (InterFaceGAN; default svm); class_gap: the "
+                        "class-mean difference, style by style on W+ latents (strength 1 = one class gap)")
     f.add_argument("--name-column", help="CSV column naming the image (default: the column whose values match the latents' names, "
                    "e.g. a dataset labels.csv's 'file')")
     f.add_argument("--label-column", default="label", help="CSV column with the label (default label)")

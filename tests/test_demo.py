@@ -14,6 +14,7 @@ from PIL import Image
 import e4e.cli.demo as demo
 from e4e import benchmark as bm
 from e4e.assets import default_inverter_path, directions_path, samples_dir
+from e4e.checkpoints import load_inverter
 from e4e.cli import main
 from e4e.latents import checkpoint_sha256
 from conftest import load_module
@@ -190,7 +191,9 @@ def test_shipped_assets_fit_the_embedded_model():
     kinds = {d.kind for d in dirs}
     assert kinds == {info["kind"], "sefa"}
     assert {d.attribute for d in dirs if d.kind != "sefa"} == set(bm.EDIT_ATTRIBUTES)
-    assert all(d.vector.numel() == 512 and d.info["strength"] > 0 for d in dirs)
+    n = load_inverter(default_inverter_path()).decoder.n_latent
+    assert all(d.vector.shape == ((n, 512) if d.kind == "codes_wplus" else (512,)) and d.info["strength"] > 0
+               for d in dirs)
     data = bm.read_pairs(samples_dir())
     sources = [r for r in data.labels]
     assert 6 <= len(sources) <= 8 and all(r["split"] == "test" for r in sources)

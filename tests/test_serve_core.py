@@ -29,14 +29,15 @@ def test_embedded_model_directions_are_discovered(editor):
     kinds = [d.kind for d in editor.directions]
     names = [d.name for d in editor.directions]
     # the fitted directions file beside the embedded checkpoint: one slider per binary attribute (toward 1)
-    # and per hair colour, one W standard deviation per unit, reaching past the calibrated strength
+    # and per hair colour, one unit of the file's kind per slider unit (a class gap for the shipped W+
+    # directions), reaching past the calibrated strength
     shipped, _ = bm.load_directions(Path(editor.inverter.checkpoint_path).parent / core.FITTED_FILE)
     colours = sorted(d.target for d in shipped if d.attribute == "hair_colour")
     binary = ["smile", "glasses", "facial hair", "hat"]
     assert names[:4 + len(colours)] == binary + [f"hair colour {c}" for c in colours]
     assert kinds.count("fitted") == 4 + len(colours) and kinds.count("sefa") == 3 and kinds.count("ganspace") == 3
     smile = next(d for d in shipped if (d.attribute, d.target) == ("smile", "1"))
-    assert torch.equal(editor.directions[0].vector, smile.vector.float().reshape(1, -1))
+    assert torch.equal(editor.directions[0].vector, smile.vector.float().reshape(1, *smile.vector.shape))
     assert editor.directions[0].unit == 1.0 and editor.directions[0].limit >= smile.info["strength"]
     g = editor.inverter.decoder
     for d in editor.directions:

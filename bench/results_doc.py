@@ -146,7 +146,8 @@ def main(argv=None) -> int:
         *[h if h.endswith("  ") else h + "  " for h in head], "",
         "Each test avatar has, for each attribute, a rendered counterfactual with only that attribute switched, "
         "so an edited inversion can be compared with the image the edit should have produced. Definitions "
-        "(success, preservation, the three direction kinds, the 90%-success strength s90, realism) are in "
+        "(success, preservation, the direction kinds and their strength units, the 90%-success strength s90, "
+        "realism) are in "
         "[eval/pairs/pairs.md](eval/pairs/pairs.md) and in `e4e.benchmark`'s docstring.", "",
         f"## Per method ({args.kind} directions at s90, mean over attributes)", "",
         *table(summary_rows, [("method", "method", "s"), ("images", "images", "s"), ("mse", "recon MSE ↓", ".4f"),
@@ -164,7 +165,8 @@ def main(argv=None) -> int:
                       ("edit_perceptual", "edit perceptual ↓", ".4f"), ("edit_mse", "edit MSE ↓", ".4f")]), "",
         *table(drows, [("kind", "direction", "s"), ("attribute", "attribute", "s"), ("target", "target", "s"),
                        ("s90", "s90", ".2f"), ("accuracy", "SVM accuracy", ".3f"), ("correlation", "|r|", ".3f"),
-                       ("component", "component", "s"), ("cos_ifg_codes", "cos to ifg_codes", ".3f")]), "",
+                       ("component", "component", "s"), ("cos_ifg_codes", "cos to ifg_codes", ".3f"),
+                       ("cos_ifg_samples", "cos to ifg_samples", ".3f")]), "",
         "## Sample sheets (input | inversion | edit at s90 | truth)", "",
         *[f"{s.stem}:\n\n![{s.stem}](eval/pairs/sheet_{s.name})\n" for s in sheets],
         "Full per-attribute tables and curves over strength: [eval/pairs/pairs.md](eval/pairs/pairs.md), "

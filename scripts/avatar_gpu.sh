@@ -16,8 +16,8 @@
 # times the e4e trainer (bench/train_bench.py, its e4e rows) after the encoders; METRICS=1 then assembles
 # the new models on the device and runs bench/avatar_model_metrics.py there (model_metrics.* exported);
 # GAN_PROFILE=1 first times the GAN step eager with the regulariser and main-step ops (ref, gradfix, fold;
-# bench/train_profile.py) and trains with what scripts/choose_gan_settings.py picks from it; RESUME=1 continues the GAN run kept in models/avatar/state (g, d) and
-# the embedded generator (g_ema); COUNT, GEN_SET, ENC_SET (extra settings: CPU smoke tests).
+# bench/train_profile.py) and trains with what scripts/choose_gan_settings.py picks from it; RESUME=1
+# continues the GAN run kept in models/avatar/state (g, d) and the embedded generator (g_ema); COUNT, GEN_SET, ENC_SET (extra settings: CPU smoke tests).
 # A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is loaded first.
 set -euo pipefail
 PHASE=${1:?phase: start, watch or driver}
@@ -60,6 +60,13 @@ encoder_flags() {  # encoder_flags GENERATOR KIND EXP_DIR MINUTES
     echo "${common[@]}" ${ENC_INIT:+--encoder_init models/avatar/psp_avatar128.safetensors} \
       --encoder_type GradualStyleEncoder --w_discriminator_lambda 0 --delta_norm_lambda 0 ${ENC_SET:-}
   fi
+}
+
+encoder_files() {  # what the encoder stage reads beside the code: it may come with a later call (the tree
+  # that travels is capped at 64 MiB), so the stage and its smoke run wait for these paths
+  echo .carry/effnet/efficientnet-lite0-57934424.pth models/avatar/sim_resnet_A.safetensors
+  [ -z "${ENC_INIT:-}" ] || echo models/avatar/psp_avatar128.safetensors
+  [ -z "${METRICS:-}" ] || echo models/avatar/eval_convnet_B.safetensors
 }
 
 encoder_smoke() {
@@ -112,9 +119,8 @@ driver() {
   fi
   $E4E data avatars data/avatars --size 128 --count "${COUNT:-60000}" --workers "$(nproc)" -q
   echo "dataset built in $(( $(date +%s) - t )) s"
-  if [ -n "${GPU_TESTS:-}" ]; then wait || true; tail -n 3 runs/export/gpu_tests.txt; fi
+  if [ -n "${BENCH:-}${GPU_TESTS:-}" ]; then wait || true; tail -n 3 runs/export/gpu_tests.txt; fi
   if [ -n "${BENCH:-}" ]; then  # issue #16's table, alone on the machine, before any training
-    wait || true; tail -n 3 runs/export/gpu_tests.txt
     t=$(date +%s)
     timeout 480 python3 bench/official_bench.py --official .carry/encoder4editing --batches 8 16 64 \
       --official-max-batch 16 --compile --compile-batches 64 --budget-s "${BENCH_S:-400}" \
@@ -134,17 +140,12 @@ driver() {
   fi
   # both encoder trainers on a random generator: fail early, not at the end (once a later call has
   # carried their weights, where the tree could not hold them with the GAN state)
-  [ "${GEN_MIN:-14}" = 0 ] || [ "${SMOKE:-1}" = 0 ] || ( for f in .carry/effnet/efficientnet-lite0-57934424.pth models/avatar/sim_resnet_A.safetensors \
-        $([ -n "${ENC_INIT:-}" ] && echo models/avatar/psp_avatar128.safetensors); do
+  [ "${GEN_MIN:-14}" = 0 ] || [ "${SMOKE:-1}" = 0 ] || ( for f in $(encoder_files); do
       while [ ! -f "$f" ]; do sleep 10; done; done; encoder_smoke ) > runs/smoke.out 2>&1 &
   local gen=runs/g128/generator.pt
   if [ "${GEN_MIN:-14}" = 0 ]; then gen=src/e4e/assets/e4e_avatar128.safetensors; echo "no generator training"
   else train_generator; fi
-  # the encoders' files may come with a later call (the tree that travels is capped at 64 MiB)
-  local need=(.carry/effnet/efficientnet-lite0-57934424.pth models/avatar/sim_resnet_A.safetensors)
-  [ -n "${ENC_INIT:-}" ] && need+=(models/avatar/psp_avatar128.safetensors)
-  [ -n "${METRICS:-}" ] && need+=(models/avatar/eval_convnet_B.safetensors)
-  for f in "${need[@]}"; do
+  for f in $(encoder_files); do
     local w=0; while [ ! -f "$f" ] && [ $w -lt 600 ]; do sleep 5; w=$((w + 5)); done
     [ -f "$f" ] || echo "still missing after 10 min: $f"
   done

@@ -45,7 +45,8 @@ ASSETS = ROOT / "src" / "e4e" / "assets"
 JUDGE = ROOT / "models" / "avatar" / "eval_convnet_B.safetensors"
 LABELLER = ROOT / "models" / "avatar" / "sim_resnet_A.safetensors"
 SEFA_STRENGTH = 3.0  # W standard deviations: the SeFa direction has no label to calibrate on
-DEFAULT_STRENGTH = 3.0  # W standard deviations (class gaps for codes_wplus), where the judge never saw the target often enough
+DEFAULT_STRENGTH = 3.0  # W standard deviations (class gaps for codes_wplus), where the judge never saw the
+# target often enough
 VARIETY = ("smile", "glasses", "facial_hair", "hat", "hair_colour", "skin_colour")
 CODE_KINDS = ("ifg_codes", "codes_wplus")  # fitted on encoded training images with their true labels
 HOW = {

@@ -12,9 +12,9 @@ Why: a paper can only score edits by proxies; a rendered avatar pair gives the t
 distance between a method's edited inversion and that truth measures what an edit should have produced.
 
 Directions (unit vectors scaled to one standard deviation of W along them, added to every style, like
-e4e.evaluate's LEC directions; "codes_wplus" is the exception below), for every attribute and target value (binary: toward 1, its negation toward
-0; hair_colour: one-vs-rest toward the target colour, the categorical analogue of InterFaceGAN's binary
-hyperplane):
+e4e.evaluate's LEC directions; "codes_wplus" is the exception below), for every attribute and target value
+(binary: toward 1, its negation toward 0; hair_colour: one-vs-rest toward the target colour, the
+categorical analogue of InterFaceGAN's binary hyperplane):
 - "ifg_samples": InterFaceGAN's protocol, a linear SVM on W samples mapping(z) labelled by the LABELLER on
   G(w). The judge never labels the data a direction is fitted on: the labeller is a different network
   trained on the other half of the training split (when no labeller is given the judge labels and the run's

@@ -152,6 +152,7 @@ def run_ganspace(args) -> int:
 
 
 def register(sub):
+    from e4e.editing.fit import METHODS
     from e4e.cli import add_threads
     p = sub.add_parser("directions", help="make edit directions: fit (InterFaceGAN), sefa, ganspace")
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
@@ -164,7 +165,7 @@ def register(sub):
     f.add_argument("latents", metavar="LATENTS", help="latents from e4e invert (.npz), an official latents.pt or .npy")
     f.add_argument("labels", metavar="LABELS.csv", help="CSV with a name column and a label column")
     f.add_argument("-o", "--output", required=True, metavar="FILE", help="direction file to write (.pt or .npy)")
-    f.add_argument("--method", default="svm", choices=("svm", "logistic", "class_gap"),
+    f.add_argument("--method", default="svm", choices=METHODS,
                    help="svm / logistic: a classifier's unit normal (InterFaceGAN; default svm); class_gap: the "
                         "class-mean difference, style by style on W+ latents (strength 1 = one class gap)")
     f.add_argument("--name-column", help="CSV column naming the image (default: the column whose values match the latents' names, "

@@ -94,7 +94,7 @@ def fit_direction(latents: torch.Tensor, labels, method: str = "svm", style: int
     baseline = float((y[val_idx] == majority).double().mean()) if n_val else None
     if method == "class_gap":
         gap = class_gap(xt, yt > 0)
-        mid = (xt[yt > 0].mean(0) + xt[yt < 0].mean(0)) / 2
+        mid = xt[yt < 0].mean(0) + gap / 2  # halfway between the class means
 
         def gap_acc(xx, yy):
             return float((((xx - mid) * gap).flatten(1).sum(1).sign() == yy).double().mean())

@@ -62,14 +62,14 @@ def conv_transpose2d_then_fir(x: torch.Tensor, weight: torch.Tensor | None, fir:
     else:
         t_len = ((h - 1) * stride + weight.shape[2], (w_ - 1) * stride + weight.shape[3])
     fh, fw = fir.shape
-    k = full_conv_kernels(weight, fir)
     p0, p1 = pad
     if fh != fw or t_len[0] != t_len[1] or h != w_:
         return None
     crop = fh - 1 - p0
     n_out = t_len[0] + p0 + p1 - fh + 1
-    out_pad = n_out - ((h - 1) * stride - 2 * crop + k.shape[2])
+    out_pad = n_out - ((h - 1) * stride - 2 * crop + weight.shape[2] + fh - 1)  # the folded kernel's size
     if crop < 0 or not 0 <= out_pad < stride:
         return None
+    k = full_conv_kernels(weight, fir)
     return conv_transpose2d(x, k, stride=stride, padding=crop, output_padding=out_pad, groups=groups,
                             impl="gradfix")

@@ -9,7 +9,8 @@
 #              (compile included); then the e4e and pSp encoders side by side for ENC_MIN minutes;
 #              after each stage write fp16 safetensors parts of its weights to runs/export/
 # Env: GEN_MIN, ENC_MIN, WATCH_S; BENCH=1 first runs the GPU tests and bench/official_bench.py (BENCH_S);
-# GPU_TESTS=1 runs the ops' GPU tests (tests/test_ops.py -m gpu) beside the dataset build;
+# GPU_TESTS=1 runs the ops' GPU tests (tests/test_ops.py -m gpu) beside the dataset build; MEM_PROBE=1
+# runs bench/memory_probe.py there (issue #16's fp32 batch-8 peak);
 # SMOKE=0 skips the encoder smoke run beside the generator (it shares the GPU and CPUs with it);
 # ENC_INIT=1 starts the encoders from the shipped ones (e4e: its progressive stages reopen within 220
 # steps, not 1,300); GEN_MIN=0 trains no generator (the encoders train on the embedded one); E4E_BENCH=1
@@ -117,9 +118,12 @@ driver() {
     timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider $([ -n "${BENCH:-}" ] && echo tests || echo tests/test_ops.py) \
       > runs/export/gpu_tests.txt 2>&1 &
   fi
+  if [ -n "${MEM_PROBE:-}" ]; then  # issue #16's memory question beside the build (memory only: no timing)
+    timeout 300 python3 bench/memory_probe.py --json runs/export/memory_probe.json > runs/export/memory_probe.md 2>&1 &
+  fi
   $E4E data avatars data/avatars --size 128 --count "${COUNT:-60000}" --workers "$(nproc)" -q
   echo "dataset built in $(( $(date +%s) - t )) s"
-  if [ -n "${BENCH:-}${GPU_TESTS:-}" ]; then wait || true; tail -n 3 runs/export/gpu_tests.txt; fi
+  if [ -n "${BENCH:-}${GPU_TESTS:-}${MEM_PROBE:-}" ]; then wait || true; tail -n 3 runs/export/gpu_tests.txt runs/export/memory_probe.md 2>/dev/null || true; fi
   if [ -n "${BENCH:-}" ]; then  # issue #16's table, alone on the machine, before any training
     t=$(date +%s)
     timeout 480 python3 bench/official_bench.py --official .carry/encoder4editing --batches 8 16 64 \

@@ -155,7 +155,7 @@ def test_demo_warns_when_the_directions_belong_to_another_model(tiny_assets, tmp
     (["--directions", "{tmp}/nodir.safetensors"], "no such directions file"),
     (["--limit", "0"], "--limit must be at least 1"),
     (["--kind", "component"], "no 'component' directions"),
-    (["--checkpoint", "{big}"], "but the model's W+ is (8, 64)"),
+    (["--checkpoint", "{big}"], "make them for this model with scripts/make_demo_assets.py DATA"),
 ])
 def test_demo_bad_input_is_one_line(tiny_assets, tmp_path, capsys, extra, message):
     root, _ = tiny_assets

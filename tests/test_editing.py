@@ -72,6 +72,20 @@ def test_direction_shapes_roundtrip_and_errors(tmp_path):
         load_direction(tmp_path / "junk.pt")
 
 
+def test_check_direction_takes_every_shape_and_names_the_fix():
+    """A per-style direction given as (n, D), as the benchmark's W+ directions are kept, is checked against
+    the style count too (it used to pass unchecked), and the hint ends the message."""
+    from e4e.editing import check_direction
+    check_direction(torch.randn(14, 512), 14, 512)
+    check_direction(torch.randn(512), None, 512)
+    with pytest.raises(E4EError, match="14 styles but the latents have 12.*: refit"):
+        check_direction(torch.randn(14, 512), 12, 512, hint="refit")
+    with pytest.raises(E4EError, match="needs W\\+ latents"):
+        check_direction(torch.randn(1, 14, 512), None, 512)
+    with pytest.raises(E4EError, match="512-d but the latents are 256-d"):
+        check_direction(torch.randn(512), 14, 256)
+
+
 def test_apply_strength_per_sample_styles_and_sweep():
     lat, d = torch.randn(3, 6, 8), torch.randn(1, 8)
     out = apply_direction(lat, d, torch.tensor([0.0, 1.0, -2.0]))

@@ -48,16 +48,15 @@ def pick_directions(dirs, info: dict, kind: str | None, generator):
     """-> ({(attribute, target): Direction} of one kind, the SeFa Direction). The kind: --kind, else the
     file's own, else the first label kind in it (an `e4e eval --pairs` file holds three)."""
     from e4e import benchmark as bm
+    from e4e.editing import check_direction
     label_kinds = list(dict.fromkeys(d.kind for d in dirs if d.kind != "sefa"))
     kind = kind or info.get("kind") or (label_kinds[0] if label_kinds else None)
     if kind not in label_kinds:
         raise E4EError(f"the directions file has no {kind!r} directions (it has {', '.join(label_kinds) or 'none'})")
     for d in dirs:
-        styles = d.vector.shape[0] if d.vector.ndim == 2 else generator.n_latent  # a W+ direction: one per style
-        if d.vector.shape[-1] != generator.style_dim or styles != generator.n_latent:
-            raise E4EError(f"directions of shape {tuple(d.vector.shape)}, but the model's W+ is "
-                           f"({generator.n_latent}, {generator.style_dim}): make them for this model with "
-                           "scripts/make_demo_assets.py DATA")
+        check_direction(d.vector, generator.n_latent, generator.style_dim,
+                        f"directions {d.kind}/{d.attribute}{d.target}",
+                        hint="make them for this model with scripts/make_demo_assets.py DATA")
     by_key = {(d.attribute, d.target): d for d in dirs if d.kind == kind}
     sefa = next((d for d in dirs if d.kind == "sefa"), None)
     if sefa is None:  # a file without one: the top SeFa direction of this generator, one W std long

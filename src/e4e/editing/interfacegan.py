@@ -60,16 +60,19 @@ def save_direction(path, direction: torch.Tensor) -> None:
         atomic_write(path, lambda f: torch.save(d.contiguous(), f))
 
 
-def check_direction(direction: torch.Tensor, n_styles: int | None, dim: int, where: str = "direction") -> None:
-    """Raise E4EError unless `direction` fits latents with n_styles styles (None: plain W) of width dim."""
-    if direction.shape[-1] != dim:
-        raise E4EError(f"{where} is {direction.shape[-1]}-d but the latents are {dim}-d (wrong generator?)")
-    if direction.ndim == 3:
+def check_direction(direction, n_styles: int | None, dim: int, where: str = "direction", hint: str = "") -> None:
+    """Raise E4EError unless `direction` (any shape as_direction takes) fits latents with n_styles styles
+    (None: plain W) of width dim. hint: appended to the message (what to do about it)."""
+    d = as_direction(direction, where)
+    hint = f": {hint}" if hint else ""
+    if d.shape[-1] != dim:
+        raise E4EError(f"{where} is {d.shape[-1]}-d but the latents are {dim}-d (wrong generator?){hint}")
+    if d.ndim == 3:
         if n_styles is None:
-            raise E4EError(f"{where} has one vector per style ({direction.shape[1]}); it needs W+ latents, not W")
-        if direction.shape[1] != n_styles:
-            raise E4EError(f"{where} has {direction.shape[1]} styles but the latents have {n_styles} "
-                           f"(made for a different generator resolution)")
+            raise E4EError(f"{where} has one vector per style ({d.shape[1]}); it needs W+ latents, not W{hint}")
+        if d.shape[1] != n_styles:
+            raise E4EError(f"{where} has {d.shape[1]} styles but the latents have {n_styles} "
+                           f"(made for a different generator resolution){hint}")
 
 
 def _style_mask(styles, n: int, like: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """torch.compile cold start vs warm start: the same compiled inversion in two fresh processes.
 
-    python bench/compile_warm_start.py --device cpu --config tiny [--cache-dir DIR]
+    python bench/compile_warm_start.py --device cpu --config tiny [--aot] [--cache-dir DIR]
 
-Each process builds the inverter (random weights), then times e4e.fast.prepare(..., compile=True) up to
+Each process builds the inverter (random weights), then times e4e.fast.prepare(..., compile=True, or
+compile="aot" with --aot) up to
 its first output: the wait a user sees. The first process starts from an empty cache folder (compiles);
 the second finds the on-disk caches the first one left (e4e.fast.compile_cache_dir). Prints both times.
 """
@@ -40,11 +41,18 @@ def one_process(args):
     inv = build_inverter(ecfg, gcfg, latent_avg=torch.randn(1, gcfg.style_dim)).to(dev).eval()
     x = torch.rand(args.batch, 3, size, size, device=dev) * 2 - 1
     t = time.perf_counter()
-    run = prepare(inv, args.precision, compile=True, batch_size=args.batch)
+    run = prepare(inv, args.precision, compile="aot" if args.aot else True, batch_size=args.batch)
     run(x)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    print(json.dumps({"prepare_to_first_output_s": time.perf_counter() - t}))
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(args.reps):  # the steady rate after the wait
+        run(x)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    rate = args.reps * args.batch / (time.perf_counter() - t) if args.reps else float("nan")
+    print(json.dumps({"prepare_to_first_output_s": first, "images_per_s": rate}))
 
 
 def main():
@@ -53,6 +61,8 @@ def main():
     ap.add_argument("--config", default="tiny", choices=("tiny", "small", "ffhq"))
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--reps", type=int, default=5, help="batches timed after the first output")
+    ap.add_argument("--aot", action="store_true", help="AOTInductor packages (e4e.aot) instead of torch.compile")
     ap.add_argument("--cache-dir", help="cache folder (default: a new empty temporary one)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -61,13 +71,16 @@ def main():
     cache = args.cache_dir or tempfile.mkdtemp(prefix="e4e_inductor_")
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
     cmd = [sys.executable, __file__, "--child", "--device", args.device, "--config", args.config,
-           "--batch", str(args.batch), "--precision", args.precision]
+           "--batch", str(args.batch), "--precision", args.precision, "--reps", str(args.reps)] + (["--aot"] if args.aot else [])
     for label in ("first process (empty cache)", "second process (warm cache)"):
+        t = time.perf_counter()
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        t = time.perf_counter() - t
         if r.returncode != 0:
             sys.exit(f"error: {label} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
-        s = json.loads(r.stdout.strip().splitlines()[-1])["prepare_to_first_output_s"]
-        print(f"{label}: {s:.1f} s to the first output", flush=True)
+        row = json.loads(r.stdout.strip().splitlines()[-1])
+        print(f"{label}: {row['prepare_to_first_output_s']:.1f} s to the first output ({t:.1f} s from process "
+              f"start to exit); then {row['images_per_s']:.1f} images/s over {args.reps} batches", flush=True)
     print(f"cache: {cache}")
 
 

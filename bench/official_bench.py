@@ -21,6 +21,8 @@ the strict-fp32 reference, share of the measured bf16 matmul peak with FLOPs cou
   ours, bf16 + compile       torch.compile (--compile, at --compile-batches): first call in this process
                              (compiles, cold caches), then the same in a second process (warm start from
                              the on-disk caches: what a user's next run waits)
+  ours, bf16 + aot           the same graph compiled ahead of time (--aot, e4e.aot): cold, then a second
+                             process that loads the package without tracing
   ours, fp32 strict, own process with / without the cuDNN workspace cap (batch 8 memory rows)
   ours, CPU                  small (embedded) model, 2 threads, batch 8, s/image
 
@@ -115,6 +117,7 @@ OURS = {
     "ours, bf16 eager": dict(precision="bf16", impl="ref"),
     "ours, bf16 + triton": dict(precision="bf16", impl="triton"),
     "ours, bf16 + compile": dict(precision="bf16", compile=True),
+    "ours, bf16 + aot": dict(precision="bf16", compile="aot"),
 }
 
 
@@ -181,6 +184,8 @@ def main():
     ap.add_argument("--official", type=Path, required=True, help="encoder4editing checkout")
     ap.add_argument("--batches", nargs="+", type=int, default=[8, 16, 64])
     ap.add_argument("--compile", action="store_true", help="also time ours under torch.compile (bf16)")
+    ap.add_argument("--aot", action="store_true",
+                    help="also time ours compiled ahead of time (AOTInductor, bf16): cold, then a second process")
     ap.add_argument("--compile-batches", nargs="+", type=int, default=[64],
                     help="batches to compile at (each compiles for about 100 s cold)")
     ap.add_argument("--official-max-batch", type=int, default=16,
@@ -240,7 +245,7 @@ def main():
             run = prepare(ours, **kw)
             return lambda: run(x)[0]
         cases = [("official, its default (TF32 convs)", lambda: official_fn(x, True))] if with_official else []
-        cases += [(case, lambda kw=kw: ours_fn(kw)) for case, kw in OURS.items() if not kw.get("compile")]
+        cases += [(case, lambda kw=kw: ours_fn(kw)) for case, kw in OURS.items() if not kw.get("compile", False)]
         for case, make_fn in cases:
             if over_budget(case, batch):
                 continue
@@ -267,9 +272,9 @@ def main():
                      **run_child(args, dict(kind="cpu", batch=8), env={"CUDA_VISIBLE_DEVICES": ""})))
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             add(dict(case="ours, CPU", batch=8, failed=str(e)[:160]))
-    if args.compile:  # last: the longest rows; started only with time left for a cold compile
+    compiled = (["ours, bf16 + compile"] if args.compile else []) + (["ours, bf16 + aot"] if args.aot else [])
+    for case in compiled:  # last: the longest rows; started only with time left for a cold compile
         for batch in args.compile_batches:
-            case = "ours, bf16 + compile"
             if over_budget(case, batch, need_s=args.compile_estimate_s):
                 continue
             x = batch_input(batch, dev)

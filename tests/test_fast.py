@@ -135,6 +135,44 @@ def test_compiled_pads_to_buckets_instead_of_recompiling(monkeypatch, tmp_path):
     assert any(tmp_path.iterdir())  # the compiled code went to the persistent cache
 
 
+@pytest.mark.slow
+def test_aot_package_matches_reference_and_loads_without_tracing(monkeypatch, tmp_path):
+    """compile="aot": the AOTInductor package gives the reference's numbers, is written once, and a second
+    prepare (a new process's view: nothing in memory) loads it instead of compiling; padded batches use
+    the bucket's package; the weights are the live module's, not a copy baked in."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    inv = tiny_inverter()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    ref_img, ref_codes = reference(inv, x)
+    fn = prepare(inv, "fp32", compile="aot", batch_size=4)
+    img, codes = fn(x)
+    assert (img - ref_img).abs().max() / ref_img.abs().max() < 1e-4
+    assert (codes - ref_codes).abs().max() / ref_codes.abs().max() < 1e-4
+    packages = list((tmp_path / "aot").glob("*.pt2"))
+    assert len(packages) == 1
+    fn2 = prepare(inv, "fp32", compile="aot", batch_size=4)
+    img2, _ = fn2(x[:3])  # bucket 4: the same package, loaded
+    assert list((tmp_path / "aot").glob("*.pt2")) == packages
+    assert (img2 - img[:3]).abs().max() < 1e-5
+    with torch.no_grad():  # the package reads the module's own weights
+        inv.latent_avg.add_(0.5)
+    _, codes3 = fn2(x)
+    assert (codes3 - (ref_codes + 0.5)).abs().max() / ref_codes.abs().max() < 1e-4
+    with pytest.raises(ValueError, match="compile must be one of"):
+        prepare(inv, "fp32", compile="jit")
+
+
+def test_aot_key_follows_what_the_graph_depends_on():
+    from e4e.aot import AotForward, package_key
+    inv = tiny_inverter()
+    m = AotForward(inv, False)
+    x = torch.zeros(2, 3, 32, 32)
+    k = package_key(m, x, "fp32", "ref")
+    assert k == package_key(AotForward(tiny_inverter(), False), x, "fp32", "ref")  # other weights: same
+    assert len({k, package_key(m, x[:1], "fp32", "ref"), package_key(m, x, "tf32", "ref"),
+                package_key(m, x, "fp32", "taps")}) == 4
+
+
 def test_cli_invert_bf16(tmp_path, capsys):
     make_images(tmp_path / "imgs", n_good=2)
     ckpt = save_tiny(tmp_path / "tiny.safetensors")
@@ -162,6 +200,21 @@ def test_compiled_cuda_graphs_outputs_survive_the_next_call(monkeypatch, tmp_pat
         ref_img, ref_codes = reference(inv, x)
         assert (img - ref_img).abs().max() / ref_img.abs().max() < 1e-3
         assert (codes - ref_codes).abs().max() / ref_codes.abs().max() < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision, tol", [("fp32", 1e-3), ("bf16", 5e-2)])
+def test_aot_on_cuda_matches_reference(monkeypatch, tmp_path, precision, tol):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    inv = tiny_inverter().cuda()
+    x = torch.rand(4, 3, 32, 32, device="cuda") * 2 - 1
+    ref_img, ref_codes = reference(inv, x)
+    for _ in range(2):  # built, then loaded by a second prepare
+        img, codes = prepare(inv, precision, compile="aot")(x)
+        assert (img - ref_img).abs().max() / ref_img.abs().max() < tol
+        assert (codes - ref_codes).abs().max() / ref_codes.abs().max() < tol
+    assert len(list((tmp_path / "aot").glob("*.pt2"))) == 1
 
 
 @pytest.mark.gpu

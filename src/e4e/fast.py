@@ -15,6 +15,9 @@ Defaults (precision="auto", impl=None):
 precision="fp32" is the strict reference on every device (no TF32); "bf16" is bfloat16 autocast
 (images within ~3e-2, codes within ~1e-4: faster, but not a default).
 
+compile="aot": the same graph compiled ahead of time by AOTInductor (e4e.aot): one package per bucket
+kept in compile_cache_dir()/aot, which a later process loads without tracing (no Dynamo, no CUDA graphs).
+
 compile=True: torch.compile of the whole encode+decode with the FIR filters as fusable taps (impl
 "taps"). Batches are padded up to a bucket (a power of two, capped at batch_size) so that a folder of
 any size compiles at most log2(batch_size) + 1 shapes, and compiled code is cached on disk in
@@ -30,6 +33,7 @@ import torch
 from e4e.ops.impl import check_impl, triton_available
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+COMPILE_CHOICES = (False, True, "aot")
 
 
 def default_precision(device: torch.device) -> str:
@@ -160,13 +164,16 @@ def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int
 
     precision: "auto" (tf32 on CUDA, fp32 on CPU), "fp32" (strict reference), "tf32", "bf16".
     impl: the generator's op implementation (e4e.ops.impl); None picks default_impl.
-    compile: torch.compile with persistent caches and bucketed batches (see the module docstring);
+    compile: True: torch.compile with persistent caches and bucketed batches (see the module docstring);
+    "aot": AOTInductor packages per bucket, cached on disk (e4e.aot);
     compile_mode: a torch.compile mode, by default CUDA graphs on GPU ("reduce-overhead"), "default"
     on CPU.
     """
     dev = next(inv.parameters()).device
     precision = resolve_precision(precision, dev)
-    configure(inv, impl, compile)
+    if compile not in COMPILE_CHOICES:
+        raise ValueError(f"compile must be one of {COMPILE_CHOICES}, not {compile!r}")
+    impl = configure(inv, impl, bool(compile))
     if dev.type == "cuda":
         limit_cudnn_workspace()
 
@@ -177,9 +184,12 @@ def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int
     # CUDA graphs (reduce-overhead) took batch 8 at the FFHQ config from 325 to 403 images/s on an H100
     mode = compile_mode or ("reduce-overhead" if dev.type == "cuda" else "default")
     if compile:
-        enable_compile_caches()
-    # dynamic=False: one static graph per bucket (static kernels are the fast ones)
-    step = torch.compile(forward, mode=mode, dynamic=False) if compile else forward
+        cache = enable_compile_caches()
+    if compile == "aot":
+        from e4e.aot import AotInverter
+        step = AotInverter(inv, precision, impl, cache)
+    else:  # dynamic=False: one static graph per bucket (static kernels are the fast ones)
+        step = torch.compile(forward, mode=mode, dynamic=False) if compile else forward
 
     @torch.no_grad()
     def run(x):
@@ -188,11 +198,11 @@ def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int
             b = bucket(n, batch_size)
             if b > n:
                 x = torch.cat([x, x[-1:].expand(b - n, *x.shape[1:])])
-            if dev.type == "cuda":
+            if dev.type == "cuda" and compile is True:
                 torch.compiler.cudagraph_mark_step_begin()
         with precision_scope(precision, dev):
             images, codes = step(x)
         images, codes = images[:n].float(), codes[:n].float()
         # a CUDA graph's outputs live in its memory pool and are overwritten by the next call
-        return (images.clone(), codes.clone()) if compile else (images, codes)
+        return (images.clone(), codes.clone()) if compile is True else (images, codes)
     return run

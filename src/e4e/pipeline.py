@@ -257,7 +257,7 @@ def invert_batch(inv, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return inv.decode(codes, resize=False), codes
 
 
-def batch_inverter(inv, precision: str = "auto", compile: bool = False, batch_size: int = 8):
+def batch_inverter(inv, precision: str = "auto", compile: bool | str = False, batch_size: int = 8):
     """A function batch -> (images, codes): the reference forward on CPU in fp32 (what e4e.fast would
     run there too), else e4e.fast's path."""
     from e4e.fast import prepare, resolve_precision

@@ -147,7 +147,7 @@ def run(args) -> int:
           f"({inv.decoder.size}px generator, {meta['checkpoint'].get('file')}, {dev})")
 
     perceptual = refine_loss(args) if args.refine != "none" else None
-    forward = batch_inverter(inv, args.precision, args.compile, args.batch_size)
+    forward = batch_inverter(inv, args.precision, "aot" if args.aot else args.compile, args.batch_size)
 
     def flush(batch):
         nonlocal next_part
@@ -288,6 +288,9 @@ def register(sub):
                    help="torch.compile the encoder and generator: faster after the first batch, which "
                         "compiles (about a minute for a 1024px model; cached in ~/.cache/e4e/inductor, so a "
                         "later run on this machine starts warm)")
+    p.add_argument("--aot", action="store_true",
+                   help="compile ahead of time (AOTInductor) instead: the first run on a machine compiles, "
+                        "later runs load the compiled package from ~/.cache/e4e/inductor/aot without tracing")
     p.add_argument("--fit", default="crop", choices=("crop", "pad", "stretch"),
                    help="non-square inputs: centre-crop, pad or stretch to the encoder's square (default crop)")
     p.add_argument("--size", type=int, metavar="PX", help="reconstruction image size (default: the generator's)")

@@ -38,14 +38,13 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     dcoef, blurred = None, False
 
     def up_conv(x, wgt, groups):  # stride-2 transposed conv [and the blur, folded into it: impl="fold"]
-        nonlocal blurred
+        # -> (output, whether the blur is done)
         if impl == "fold":
             from e4e.ops.fir_conv import conv_transpose2d_then_fir
             y = conv_transpose2d_then_fir(x, wgt, blur_kernel, blur_pad, stride=2, groups=groups)
             if y is not None:
-                blurred = True
-                return y
-        return conv_transpose2d(x, wgt, stride=2, groups=groups, impl=impl)
+                return y, True
+        return conv_transpose2d(x, wgt, stride=2, groups=groups, impl=impl), False
 
     if grouped:
         wgt = weight[None] * styles[:, None, :, None, None]  # (B, O, I, k, k)
@@ -53,14 +52,14 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             wgt = wgt * torch.rsqrt(wgt.pow(2).sum(dim=[2, 3, 4]) + eps)[:, :, None, None, None]
         x = x.reshape(1, b * i, h, w)
         if up:
-            out = up_conv(x, wgt.transpose(1, 2).reshape(b * i, o, kh, kw), b)
+            out, blurred = up_conv(x, wgt.transpose(1, 2).reshape(b * i, o, kh, kw), b)
         else:
             out = conv2d(x, wgt.reshape(b * o, i, kh, kw), padding=padding, groups=b, impl=impl)
         out = out.reshape(b, o, out.shape[2], out.shape[3])
     else:
         x = x * styles[:, :, None, None].to(x.dtype)
         if up:
-            out = up_conv(x, weight.transpose(0, 1), 1)
+            out, blurred = up_conv(x, weight.transpose(0, 1), 1)
         else:
             out = conv2d(x, weight, padding=padding, impl=impl)
         if demodulate:

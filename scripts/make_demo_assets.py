@@ -14,8 +14,10 @@ Out, under --out (default src/e4e/assets, beside the embedded model):
                            ifg_codes: InterFaceGAN's linear SVM on their mean over styles, a W direction
                            one W standard deviation long, which barely moves this model), with its
                            calibrated strength (info["strength"]: the strength at which the judge sees the
-                           target on 90% of generator samples that lacked it, e4e.benchmark.calibrate;
-                           DEFAULT_STRENGTH where it never does; info["strength_rule"] says which),
+                           target on 90% of the images that lacked it, e4e.benchmark.calibrate: by default
+                           the inversions of training avatars (--calib-on codes), the images a demo edit
+                           starts from; DEFAULT_GAPS / DEFAULT_STRENGTH where it never does;
+                           info["strength_rule"] says which),
                            plus the top SeFa direction ("sefa0", fixed strength: it has no label); the
                            file's info says how it was made and the sha256 of the model it was fitted to
   samples/NNNNNN.png       --sources held-out test avatars (never trained on), picked for variety
@@ -44,9 +46,11 @@ from e4e.errors import E4EError  # noqa: E402
 ASSETS = ROOT / "src" / "e4e" / "assets"
 JUDGE = ROOT / "models" / "avatar" / "eval_convnet_B.safetensors"
 LABELLER = ROOT / "models" / "avatar" / "sim_resnet_A.safetensors"
-SEFA_STRENGTH = 3.0  # W standard deviations: the SeFa direction has no label to calibrate on
-DEFAULT_STRENGTH = 3.0  # W standard deviations (class gaps for codes_wplus), where the judge never saw the
-# target often enough
+SEFA_STRENGTH = 2.0  # W standard deviations: the SeFa direction has no label to calibrate on (at 3, model
+# version 4's negative side left the data: blobs in the demo's SeFa -3 column)
+DEFAULT_STRENGTH = 3.0  # W standard deviations, where the judge never saw the target often enough
+DEFAULT_GAPS = 2.0  # the same for codes_wplus, in class gaps (1 gap moves the mean code of one class onto
+# the other's; edits of model version 4 at 3 gaps and more wrecked the image)
 VARIETY = ("smile", "glasses", "facial_hair", "hat", "hair_colour", "skin_colour")
 CODE_KINDS = ("ifg_codes", "codes_wplus")  # fitted on encoded training images with their true labels
 HOW = {
@@ -60,6 +64,10 @@ HOW = {
     "component": "the SeFa / GANSpace component whose W coordinate correlates best with the similarity "
                  "network's labels of {samples} generator samples",
 }
+
+
+CALIB_ON = {"samples": "{n} generator samples",
+            "codes": "the e4e inversions of {n} training avatars (rows after the first {codes})"}
 
 
 def complete_sources(data: bm.PairSet) -> list[dict]:
@@ -96,16 +104,16 @@ def pick_sources(data: bm.PairSet, n: int) -> list[dict]:
 
 
 def strength_of(d: bm.Direction, grid, goal: float = 0.9) -> tuple[float, str]:
-    """The strength the demo uses, and why: s90 where the judge reached the goal; else DEFAULT_STRENGTH
-    (a curve that never gets there says nothing reliable about where it would: its best point on a few
-    dozen samples is noise)."""
+    """The strength the demo uses, and why: s90 where the judge reached the goal; else the default of the
+    direction's unit, DEFAULT_GAPS or DEFAULT_STRENGTH (a curve that never gets there says nothing reliable
+    about where it would: its best point on a few dozen images is noise)."""
+    default = DEFAULT_GAPS if d.kind == "codes_wplus" else DEFAULT_STRENGTH
     if d.s90 is not None:
         return d.s90, f"s{goal * 100:.0f}"
     if not d.calibration:
-        return DEFAULT_STRENGTH, "not calibrated: the default"
+        return default, "not calibrated: the default"
     k = max(range(len(d.calibration)), key=lambda i: (d.calibration[i], -i))
-    return DEFAULT_STRENGTH, (f"{goal:.0%} not reached (best {d.calibration[k]:.0%} at {grid[k]:g}): "
-                              f"the default {DEFAULT_STRENGTH:g}")
+    return default, f"{goal:.0%} not reached (best {d.calibration[k]:.0%} at {grid[k]:g}): the default {default:g}"
 
 
 def write_samples(data: bm.PairSet, sources: list[dict], folder: Path) -> int:
@@ -163,10 +171,10 @@ def build(data_dir, out, inv, judge, labeller, opts: bm.DirectionOptions, n_sour
         "kind": kind,
         "how": HOW[kind].format(codes=opts.codes, samples=opts.samples, labeller=files.get("labeller")),
         "strength": f"the smallest strength at which the evaluation classifier {files.get('judge')} sees the "
-                    f"target on {opts.goal:.0%} of {opts.calib_samples} generator samples that lacked it "
-                    f"(grid {', '.join(f'{s:g}' for s in opts.calib_grid)}, linear interpolation; test pairs "
-                    f"never used), else {DEFAULT_STRENGTH:g}; per direction in info['strength'] and "
-                    "info['strength_rule']",
+                    f"target on {opts.goal:.0%} of {CALIB_ON[opts.calib_on].format(n=opts.calib_samples, codes=opts.codes)}"
+                    f" that lacked it (grid {', '.join(f'{s:g}' for s in opts.calib_grid)}, linear interpolation; "
+                    f"test pairs never used), else {DEFAULT_GAPS if kind == 'codes_wplus' else DEFAULT_STRENGTH:g}; "
+                    "per direction in info['strength'] and info['strength_rule']",
         "model": files.get("model"), "model_sha256": files.get("model_sha256"),
         "judge": files.get("judge"), "labeller": files.get("labeller") if kind not in CODE_KINDS else None,
         "dataset": _dataset_info(data.root), "options": asdict(opts),
@@ -206,8 +214,12 @@ def main(argv=None) -> int:
     ap.add_argument("--sources", type=int, default=6, help="held-out avatars to ship (default 6)")
     ap.add_argument("--codes", type=int, default=2000, help="training avatars encoded (ifg_codes, codes_wplus)")
     ap.add_argument("--samples", type=int, default=10000, help="W samples (ifg_samples labels, W std scale)")
-    ap.add_argument("--calib-samples", type=int, default=64, help="generator samples calibrating each strength")
-    ap.add_argument("--calib-grid", default="1,2,3,4,5,6", help="strengths tried (W standard deviations)")
+    ap.add_argument("--calib-on", default="codes", choices=tuple(CALIB_ON),
+                    help="calibrate strengths on the inversions of training avatars (codes, default: what the "
+                         "demo edits) or on generator samples (issue #18's protocol)")
+    ap.add_argument("--calib-samples", type=int, default=64, help="images calibrating each strength")
+    ap.add_argument("--calib-grid", default="0.5,1,1.5,2,3,4,6",
+                    help="strengths tried (W standard deviations; class gaps for codes_wplus)")
     ap.add_argument("--full-curves", action="store_true", help="every grid strength, not only up to 90%%")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", default="cpu")
@@ -237,7 +249,7 @@ def main(argv=None) -> int:
         labeller = load_attribute_net(a.labeller).to(a.device).eval() if a.kind not in CODE_KINDS else None
         opts = bm.DirectionOptions(samples=a.samples, codes=a.codes, calib_samples=a.calib_samples, calib_grid=grid,
                                    batch_size=a.batch_size, seed=a.seed, kinds=(a.kind,),
-                                   stop_at_goal=not a.full_curves)
+                                   stop_at_goal=not a.full_curves, calib_on=a.calib_on)
         files = {"model": model.name, "model_sha256": checkpoint_sha256(model), "judge": a.classifier.name,
                  "labeller": a.labeller.name}
         torch.manual_seed(a.seed)

@@ -299,6 +299,11 @@ def test_calibrate_finds_the_strength_a_threshold_judge_needs():
     k = next(i for i, r in enumerate(want) if r >= goal)
     assert short.calibration == pytest.approx(want[:k + 1])
     assert short.s90 == bm.strength_for_success(grid, want, goal)
+    # W+ codes (the encoder's codes of real images) calibrate the same way: W codes broadcast to every style
+    # are the same images, so the same curve
+    plus = bm.Direction("component", "smile", "1", vec)
+    bm.calibrate(g, StubNet(rule), [plus], w.float()[:, None].expand(-1, g.n_latent, -1).clone(), size, grid)
+    assert plus.calibration == pytest.approx(d.calibration) and plus.s90 == d.s90
 
 
 def test_read_pairs_errors(tmp_path):

@@ -38,8 +38,8 @@ def tiny_assets(tmp_path_factory):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        opts = bm.DirectionOptions(samples=200, codes=16, calib_samples=8, calib_grid=(1.0, 2.0), batch_size=4,
-                                   kinds=("codes_wplus",), stop_at_goal=True)
+        opts = bm.DirectionOptions(samples=200, codes=12, calib_samples=4, calib_grid=(1.0, 2.0), batch_size=4,
+                                   kinds=("codes_wplus",), stop_at_goal=True, calib_on="codes")
         files = {"model": "tiny.safetensors", "model_sha256": checkpoint_sha256(root / "tiny.safetensors"),
                  "judge": "stub"}
         info = load_script().build(root / "data", root / "assets", inv, StubNet(patch_rule), None, opts, 3, files,
@@ -69,6 +69,7 @@ def test_assets_script_writes_directions_and_a_small_dataset(tiny_assets):
     dirs, _ = bm.load_directions(assets / "directions.safetensors")
     assert bm.directions_info(assets / "directions.safetensors") == json.loads(json.dumps(info))
     assert info["kind"] == "codes_wplus" and "class-mean difference" in info["how"] and len(info["sources"]) == 3
+    assert "the e4e inversions of 4 training avatars (rows after the first 12)" in info["strength"]
     assert {d.kind for d in dirs} == {"codes_wplus", "sefa"}
     n = tiny_inverter(0).decoder.n_latent
     assert all(d.vector.shape == ((32,) if d.kind == "sefa" else (n, 32)) and d.info["strength"] > 0 for d in dirs)

@@ -136,11 +136,13 @@ def label_strings(net: nn.Module, images: torch.Tensor, attributes, batch_size: 
 @torch.no_grad()
 def labels_of_w(generator: nn.Module, net: nn.Module, w: torch.Tensor, attributes, size,
                 batch_size: int = 32) -> dict[str, list[str]]:
-    """Labels of the images G(w) (W codes (N, D) on every style), rendered and labelled chunk by chunk."""
+    """Labels of the images G(w) (W codes (N, D) on every style, or W+ codes (N, n, D)), rendered and
+    labelled chunk by chunk."""
     device = next(generator.parameters()).device
     out: dict[str, list[str]] = {a: [] for a in attributes}
     for c in w.split(max(1, batch_size)):
-        codes = c.float().to(device)[:, None].expand(-1, generator.n_latent, -1)
+        codes = c.float().to(device)
+        codes = codes if codes.ndim == 3 else codes[:, None].expand(-1, generator.n_latent, -1)
         got = label_strings(net, render(generator, codes, size).clamp(-1, 1), attributes, batch_size)
         for a in attributes:
             out[a] += got[a]
@@ -266,13 +268,15 @@ def edit_codes(codes: torch.Tensor, vector: torch.Tensor, strength: float) -> to
 @torch.no_grad()
 def calibrate(generator: nn.Module, judge: nn.Module, dirs: list[Direction], w: torch.Tensor, size, grid,
               goal: float = 0.9, batch_size: int = 32, progress: bool = False, stop_at_goal: bool = False) -> None:
-    """Fills each direction's calibration curve and s90 from generator samples G(w) (the judge decides).
+    """Fills each direction's calibration curve and s90 from the images G(w) (the judge decides): w is
+    generator samples (N, D), or W+ codes (N, n, D) such as the encoder's codes of real images.
     stop_at_goal: a curve ends at the first grid strength that reaches the goal (the same s90, fewer renders:
     what a CPU run can afford); its later points are then absent, not measured."""
     from tqdm import tqdm
     device = next(generator.parameters()).device
     n = generator.n_latent
-    codes = w.float().to(device)[:, None].expand(-1, n, -1)
+    codes = w.float().to(device)
+    codes = codes if codes.ndim == 3 else codes[:, None].expand(-1, n, -1)
     chunk = max(1, batch_size)
     attributes = sorted({d.attribute for d in dirs})
     base = labels_of_w(generator, judge, w, attributes, size, chunk)
@@ -444,12 +448,14 @@ class DirectionOptions:
     calib_samples: int = 256  # generator samples per direction for the 90% strength
     calib_grid: tuple[float, ...] = tuple(0.5 * k for k in range(13))  # 0 .. 6 W standard deviations
     goal: float = 0.9
-    kinds: tuple[str, ...] = KINDS  # which direction kinds to fit
     batch_size: int = 32
     seed: int = 0
     fit: str = "crop"
     kinds: tuple[str, ...] = KINDS  # which directions to fit (fewer kinds: less to label, encode, calibrate)
     stop_at_goal: bool = False  # calibration: stop a direction's curve at the first strength reaching the goal
+    # calibrate on: "samples" (generator samples G(w): issue #18's protocol) or "codes" (the encoder's codes
+    # of calib_samples training avatars after the first `codes`: the images an edit of a real photo starts from)
+    calib_on: str = "samples"
 
 
 def prepare_directions(data: PairSet, targets: dict[str, list[str]], e4e_inv, judge: nn.Module,
@@ -463,18 +469,22 @@ def prepare_directions(data: PairSet, targets: dict[str, list[str]], e4e_inv, ju
     if {"ifg_samples", "component"} & set(opts.kinds):
         sample_labels = labels_of_w(g, labeller if labeller is not None else judge, w, attributes, size,
                                     opts.batch_size)
+    if opts.calib_on not in ("samples", "codes"):
+        raise E4EError(f"calib_on must be 'samples' or 'codes', not {opts.calib_on!r}")
     by_codes = {"ifg_codes", "codes_wplus"} & set(opts.kinds)
     train = data.split("train")[:opts.codes] if by_codes else []
     images, names, notes = load_files(data.root, [r["file"] for r in train], e4e_inv.input_size, opts.fit)
     code_feats = code_labels = None
-    if images is not None:
+
+    def encode(images, what):
         from tqdm import tqdm
         device = next(e4e_inv.parameters()).device
-        chunks = images.split(max(1, opts.batch_size))
         with torch.no_grad():
-            code_feats = torch.cat([e4e_inv.encode(c.to(device)).double().cpu()
-                                    for c in tqdm(chunks, desc="encoding training images", unit="batch",
-                                                  disable=not progress, leave=False)])
+            return torch.cat([e4e_inv.encode(c.to(device)).double().cpu()
+                              for c in tqdm(images.split(max(1, opts.batch_size)), desc=f"encoding {what}",
+                                            unit="batch", disable=not progress, leave=False)])
+    if images is not None:
+        code_feats = encode(images, "training images")
         row_of = {r["file"]: r for r in train}
         code_labels = {a: [row_of[n][a] for n in names] for a in attributes}
     elif by_codes:
@@ -483,8 +493,17 @@ def prepare_directions(data: PairSet, targets: dict[str, list[str]], e4e_inv, ju
         components = edit_directions(g, w, opts.components)
     dirs, skipped = fit_directions(w, sample_labels, code_feats, code_labels, components, targets, opts.seed,
                                    kinds=opts.kinds)
-    calibrate(g, judge, dirs, sample_w(g, opts.calib_samples, opts.seed + 1), size, opts.calib_grid, opts.goal,
-              opts.batch_size, progress, stop_at_goal=opts.stop_at_goal)
+    if opts.calib_on == "codes":
+        rows = data.split("train")[opts.codes:opts.codes + opts.calib_samples]
+        calib, _, more = load_files(data.root, [r["file"] for r in rows], e4e_inv.input_size, opts.fit)
+        if calib is None:
+            raise E4EError(f"{data.root}: no training avatars left after the first {opts.codes} to calibrate on")
+        notes += more
+        start = encode(calib, "calibration images").float()
+    else:
+        start = sample_w(g, opts.calib_samples, opts.seed + 1)
+    calibrate(g, judge, dirs, start, size, opts.calib_grid, opts.goal, opts.batch_size, progress,
+              stop_at_goal=opts.stop_at_goal)
     return dirs, notes + skipped
 
 

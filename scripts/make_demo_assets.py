@@ -46,8 +46,8 @@ from e4e.errors import E4EError  # noqa: E402
 ASSETS = ROOT / "src" / "e4e" / "assets"
 JUDGE = ROOT / "models" / "avatar" / "eval_convnet_B.safetensors"
 LABELLER = ROOT / "models" / "avatar" / "sim_resnet_A.safetensors"
-SEFA_STRENGTH = 2.0  # W standard deviations: the SeFa direction has no label to calibrate on (at 3, model
-# version 4's negative side left the data: blobs in the demo's SeFa -3 column)
+SEFA_STRENGTH = 1.0  # W standard deviations: the SeFa direction has no label to calibrate on (at 2 and 3,
+# model version 4's negative side left the data: blobs in the demo's SeFa column; at 1 both sides stay avatars)
 DEFAULT_STRENGTH = 3.0  # W standard deviations, where the judge never saw the target often enough
 DEFAULT_GAPS = 2.0  # the same for codes_wplus, in class gaps (1 gap moves the mean code of one class onto
 # the other's; edits of model version 4 at 3 gaps and more wrecked the image)

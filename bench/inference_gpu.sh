@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue #16's device run in one call (about 8 minutes; run it alone on the machine):
-#   the GPU tests of the fast paths (tests/test_fast.py -m gpu: Triton kernels, compile, aot),
+# Issue #16's device run in one call (about 8 minutes; run it alone on the machine), most wanted first:
 #   bench/memory_probe.py (where the strict-fp32 batch-8 peak goes), the AOT warm start of the FFHQ model
-#   (bench/compile_warm_start.py --aot: first process compiles, second loads), then
+#   (bench/compile_warm_start.py --aot: first process compiles, second loads), the GPU tests of the fast
+#   paths (tests/test_fast.py -m gpu: Triton kernels, compile, aot), then
 #   bench/official_bench.py against the official checkout at .carry/encoder4editing (carried: fetch it
 #   yourself) with the aot rows, as far as BENCH_S allows.
 # Everything lands in $OUT.
@@ -13,8 +13,6 @@ t0=$(date +%s)
 stamp() { echo "--- $1: $(( $(date +%s) - t0 )) s"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
-timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_fast.py > "$OUT/gpu_tests_fast.txt" 2>&1
-tail -n 3 "$OUT/gpu_tests_fast.txt"; stamp "GPU tests"
 timeout 150 python3 bench/memory_probe.py --json "$OUT/memory_probe.json" > "$OUT/memory_probe.md" 2>&1
 head -n 9 "$OUT/memory_probe.md"; stamp "memory probe"
 if [ -z "${SKIP_WARM:-}" ]; then
@@ -22,6 +20,8 @@ if [ -z "${SKIP_WARM:-}" ]; then
     --cache-dir /tmp/e4e-aot-warm > "$OUT/warm_start_aot.txt" 2>&1
   cat "$OUT/warm_start_aot.txt"; stamp "aot warm start"
 fi
+timeout ${TESTS_S:-200} python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_fast.py > "$OUT/gpu_tests_fast.txt" 2>&1
+tail -n 3 "$OUT/gpu_tests_fast.txt"; stamp "GPU tests"
 if [ -d .carry/encoder4editing ] && [ -n "${BENCH_S:-}" ]; then
   timeout "$(( BENCH_S + 60 ))" python3 bench/official_bench.py --official .carry/encoder4editing --batches ${BENCH_BATCHES:-8 16 64} \
     --official-max-batch 16 ${BENCH_ARGS:-} --budget-s "$BENCH_S" --no-cpu --json "$OUT/official_bench.json" > "$OUT/official_bench.md" 2>&1

@@ -4,8 +4,9 @@ In: the embedded inverter (or --checkpoint); the held-out test avatars shipped i
 with their counterfactual pairs (the same avatar with exactly one attribute switched: the rendered truth
 of an edit; any avatar dataset folder works too, --samples DIR); the directions shipped in
 e4e/assets/directions.safetensors (fitted to this model and calibrated by scripts/make_demo_assets.py;
-the file's info says how: by default InterFaceGAN on the encoder's codes of labelled training avatars,
-each strength the one at which the evaluation classifier sees the target on 90% of generator samples);
+the file's info says how: by default the class-mean difference of the encoder's W+ codes of labelled
+training avatars, each strength the one at which the evaluation classifier sees the target on 90% of
+the inversions of other training avatars);
 and the evaluation classifier, models/avatar/eval_convnet_B.safetensors in a source checkout (--classifier).
 Out, under -o: demo.png, one row per avatar: input | e4e inversion | for smile, glasses, facial hair,
 hat and hair colour the edited inversion beside the truth | SeFa direction 0 at -/+ its strength (no

@@ -13,14 +13,14 @@ t0=$(date +%s)
 stamp() { echo "--- $1: $(( $(date +%s) - t0 )) s"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
-timeout 150 python3 bench/memory_probe.py --json "$OUT/memory_probe.json" > "$OUT/memory_probe.md" 2>&1
+timeout ${PROBE_S:-150} python3 bench/memory_probe.py --json "$OUT/memory_probe.json" > "$OUT/memory_probe.md" 2>&1
 head -n 9 "$OUT/memory_probe.md"; stamp "memory probe"
 if [ -z "${SKIP_WARM:-}" ]; then
-  timeout 330 python3 bench/compile_warm_start.py --device cuda --config ffhq --batch "${WARM_BATCH:-64}" --precision bf16 --aot \
+  timeout ${WARM_S:-330} python3 bench/compile_warm_start.py --device cuda --config ffhq --batch "${WARM_BATCH:-64}" --precision bf16 --aot \
     --cache-dir /tmp/e4e-aot-warm > "$OUT/warm_start_aot.txt" 2>&1
   cat "$OUT/warm_start_aot.txt"; stamp "aot warm start"
 fi
-timeout ${TESTS_S:-200} python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_fast.py > "$OUT/gpu_tests_fast.txt" 2>&1
+timeout ${TESTS_S:-200} python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_fast.py ${TESTS_K:+-k "$TESTS_K"} > "$OUT/gpu_tests_fast.txt" 2>&1
 tail -n 3 "$OUT/gpu_tests_fast.txt"; stamp "GPU tests"
 if [ -d .carry/encoder4editing ] && [ -n "${BENCH_S:-}" ]; then
   timeout "$(( BENCH_S + 60 ))" python3 bench/official_bench.py --official .carry/encoder4editing --batches ${BENCH_BATCHES:-8 16 64} \

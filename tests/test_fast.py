@@ -162,6 +162,20 @@ def test_aot_package_matches_reference_and_loads_without_tracing(monkeypatch, tm
         prepare(inv, "fp32", compile="jit")
 
 
+def test_aot_compile_failure_is_one_line(monkeypatch, tmp_path):
+    import e4e.aot
+    from e4e.errors import E4EError
+
+    def broken(*a, **k):
+        raise RuntimeError("no C++ compiler found\nlong log")
+    monkeypatch.setattr(e4e.aot, "build_package", broken)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    fn = prepare(tiny_inverter(), "fp32", compile="aot")
+    with pytest.raises(E4EError, match="ahead-of-time compile failed \\(RuntimeError: no C\\+\\+ compiler found\\); "
+                                       "run without --aot"):
+        fn(torch.zeros(1, 3, 32, 32))
+
+
 def test_aot_key_follows_what_the_graph_depends_on():
     from e4e.aot import AotForward, package_key
     inv = tiny_inverter()

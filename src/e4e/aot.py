@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from e4e.errors import E4EError
+
 # the code whose change changes the compiled graph (files under src/e4e)
 _CODE = ("nets", "ops", "inverter.py", "aot.py")
 
@@ -116,8 +118,13 @@ class AotInverter:
                 except Exception as e:  # noqa: BLE001 - a stale or broken package: compile it again
                     print(f"{path}: not loadable ({type(e).__name__}); compiling again")
             if runner is None:
-                build_package(self.module, x, path)
-                runner = load_package(self.module, path)
+                try:
+                    build_package(self.module, x, path)
+                    runner = load_package(self.module, path)
+                except Exception as e:  # noqa: BLE001 - no C++ compiler, an op export can't take, ...
+                    msg = (str(e).strip().splitlines() or [""])[0][:200]
+                    raise E4EError(f"ahead-of-time compile failed ({type(e).__name__}: {msg}); "
+                                   "run without --aot") from e
                 self.built += 1
             self.runners[shape] = runner
         return self.runners[shape]

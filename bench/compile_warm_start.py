@@ -76,8 +76,10 @@ def main():
         t = time.perf_counter()
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
         t = time.perf_counter() - t
-        if r.returncode != 0:
-            sys.exit(f"error: {label} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+        if r.returncode != 0:  # the last line that names an error (warnings come after it at exit)
+            lines = [ln for ln in r.stderr.strip().splitlines() if "Error" in ln or "error" in ln]
+            sys.stderr.write(r.stderr[-6000:])
+            sys.exit(f"error: {label} failed: {(lines or r.stderr.strip().splitlines() or [r.returncode])[-1]}")
         row = json.loads(r.stdout.strip().splitlines()[-1])
         print(f"{label}: {row['prepare_to_first_output_s']:.1f} s to the first output ({t:.1f} s from process "
               f"start to exit); then {row['images_per_s']:.1f} images/s over {args.reps} batches", flush=True)

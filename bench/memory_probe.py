@@ -27,6 +27,8 @@ SETTINGS = {
     "fp32 b8, cudnn.benchmark": ("fp32", 8, {"E4E_PROBE_BENCHMARK": "1"}),
     "fp32 b8, workspace cap 256 MiB": ("fp32", 8, {"CUDNN_CONV_WSCAP_DBG": "256"}),
     "fp32 b8, cuDNN off for transposed convs": ("fp32", 8, {"E4E_PROBE_NO_CUDNN_T": "1"}),
+    "fp32 b8, cuDNN v7 API (its workspace cap applies)": ("fp32", 8, {"TORCH_CUDNN_V8_API_DISABLED": "1"}),
+    "fp32 b8, memory fraction 0.15": ("fp32", 8, {"E4E_PROBE_FRACTION": "0.15"}),
     "fp32 b16": ("fp32", 16, {}),
     "tf32 b8 (no flags)": ("auto", 8, {}),
 }
@@ -65,6 +67,8 @@ def child(name, top):
     if os.environ.get("E4E_PROBE_BENCHMARK"):
         torch.backends.cudnn.benchmark = True
     dev = torch.device("cuda")
+    if os.environ.get("E4E_PROBE_FRACTION"):  # a plan whose workspace does not fit is skipped by PyTorch
+        torch.cuda.set_per_process_memory_fraction(float(os.environ["E4E_PROBE_FRACTION"]), dev)
     ecfg, gcfg, size = CONFIGS["ffhq"]
     torch.manual_seed(0)
     inv = build_inverter(ecfg, gcfg, latent_avg=torch.randn(1, gcfg.style_dim)).to(dev).eval()

@@ -23,7 +23,7 @@ the strict-fp32 reference, share of the measured bf16 matmul peak with FLOPs cou
                              the on-disk caches: what a user's next run waits)
   ours, bf16 + aot           the same graph compiled ahead of time (--aot, e4e.aot): cold, then a second
                              process that loads the package without tracing
-  ours, fp32 strict, own process with / without the cuDNN workspace cap (batch 8 memory rows)
+  ours, fp32 strict, own process: PyTorch's cuDNN defaults, then e4e.fast's strict-fp32 setup (batch 8 memory rows)
   ours, CPU                  small (embedded) model, 2 threads, batch 8, s/image
 
 The reference is the official code in strict fp32 where it runs at that batch, else ours in strict fp32.
@@ -152,9 +152,10 @@ def child(args):
         print(json.dumps(dict(s_img=t / spec["batch"])))
         return
     dev = torch.device("cuda")
-    if not spec.get("wscap", True):  # measure PyTorch's own cuDNN behaviour: no cap from e4e.fast
+    if not spec.get("wscap", True):  # measure PyTorch's own cuDNN behaviour: no cap, no v7 API from e4e.fast
         import e4e.fast
         e4e.fast.limit_cudnn_workspace = lambda *a, **k: None
+        e4e.fast.strict_fp32_cudnn = lambda: os.environ.get("TORCH_CUDNN_V8_API_DISABLED", "")
     official, ours = build_models(args.official, dev)
     x = batch_input(spec["batch"], dev)
     with torch.no_grad():
@@ -204,6 +205,10 @@ def main():
         sys.exit("error: the official ops need a CUDA GPU")
     json_path = args.json or (str(Path(os.environ["OUT"]) / "official_bench.json") if os.environ.get("OUT") else None)
     t_start = time.perf_counter()
+    # this process measures the no-flag rows: keep the cuDNN API a no-flag process gets (its strict-fp32
+    # reference would otherwise switch the whole process to the v7 API, e4e.fast.strict_fp32_cudnn);
+    # the strict-fp32 memory rows run in processes of their own
+    os.environ.setdefault("TORCH_CUDNN_V8_API_DISABLED", "0")
     dev = torch.device(args.device)
     official, ours = build_models(args.official, dev)
     peaks = {p: matmul_peak(dev, p) for p in ("fp32", "tf32", "bf16")}
@@ -257,13 +262,15 @@ def main():
         del ref
         torch.cuda.empty_cache()
     # the batch-8 fp32 memory: a fresh process each, since cuDNN plans (and their workspaces) are cached
-    for label, cap in (("no cuDNN workspace cap", False), ("e4e.fast's workspace cap (1024 MiB)", True)):
+    for label, cap in (("PyTorch's cuDNN defaults (v8 API, no cap)", False),
+                       ("e4e.fast's strict-fp32 cuDNN (v7 API, 1024 MiB cap)", True)):
         case = f"ours, fp32 strict, own process, {label}"
         if 8 in args.batches and not over_budget(case, 8):
             try:
                 spec = dict(kind="gpu", case="ours, fp32 strict", batch=8, flops=flops_at.get(8),
                             peak_bf16=peaks["bf16"], wscap=cap)
-                add(dict(case=case, batch=8, **run_child(args, spec, unset=("CUDNN_CONV_WSCAP_DBG",))))
+                add(dict(case=case, batch=8, **run_child(args, spec, unset=("CUDNN_CONV_WSCAP_DBG",
+                                                                            "TORCH_CUDNN_V8_API_DISABLED"))))
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 add(dict(case=case, batch=8, failed=str(e)[:160]))
     if not args.no_cpu and not over_budget("ours, CPU", 8):

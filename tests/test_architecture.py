@@ -18,7 +18,7 @@ LAYERS = [
                     "e4e.checkpoints.native", "e4e.checkpoints.strict"]),
     ("ops", ["e4e.ops"]),
     ("nets", ["e4e.nets"]),
-    ("models", ["e4e.inverter", "e4e.fast", "e4e.pipeline", "e4e.sampling", "e4e.metrics", "e4e.align",
+    ("models", ["e4e.inverter", "e4e.fast", "e4e.aot", "e4e.pipeline", "e4e.sampling", "e4e.metrics", "e4e.align",
                 "e4e.pasteback", "e4e.video", "e4e.data", "e4e.refine"]),
     ("checkpoints", ["e4e.checkpoints"]),
     ("tasks", ["e4e.losses", "e4e.editing", "e4e.evaluate", "e4e.benchmark", "e4e.train"]),

@@ -176,6 +176,30 @@ def test_aot_compile_failure_is_one_line(monkeypatch, tmp_path):
         fn(torch.zeros(1, 3, 32, 32))
 
 
+def test_strict_fp32_takes_cudnns_v7_api_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("TORCH_CUDNN_V8_API_DISABLED", raising=False)
+    prepare(tiny_inverter(), "fp32")  # CPU: no cuDNN, nothing set
+    assert "TORCH_CUDNN_V8_API_DISABLED" not in __import__("os").environ
+    assert fast.strict_fp32_cudnn() == "1"
+    monkeypatch.setenv("TORCH_CUDNN_V8_API_DISABLED", "0")
+    assert fast.strict_fp32_cudnn() == "0"  # the user's choice stands
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_strict_fp32_on_cuda_sets_the_v7_api_before_the_first_conv():
+    """In a fresh process (PyTorch reads the variable once): prepare(fp32) sets it, and the numbers still
+    match the reference."""
+    import subprocess
+    import sys
+    code = ("import os, torch, sys; sys.path.insert(0, 'tests'); from tiny_inverters import tiny_inverter; "
+            "from e4e.fast import prepare; inv = tiny_inverter().cuda(); x = torch.rand(2, 3, 32, 32, device='cuda'); "
+            "img, _ = prepare(inv, 'fp32')(x); print(os.environ['TORCH_CUDNN_V8_API_DISABLED'], bool(torch.isfinite(img).all()))")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TORCH_CUDNN_V8_API_DISABLED"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[-2:] == ["1", "True"]
+
+
 def test_aot_key_follows_what_the_graph_depends_on():
     from e4e.aot import AotForward, package_key
     inv = tiny_inverter()

@@ -95,12 +95,25 @@ CUDNN_WORKSPACE_MIB = 1024
 def limit_cudnn_workspace(mib: int = CUDNN_WORKSPACE_MIB) -> str:
     """Cap cuDNN's per-convolution workspace (PyTorch's CUDNN_CONV_WSCAP_DBG, MiB) unless the user set it.
 
-    Why: in strict fp32 (no TF32) cuDNN's heuristics rank FFT / FFT-tiling algorithms first for the
-    1024px layers, and PyTorch allocates whatever workspace the first plan asks for while memory is free:
-    that is the likely 36 GiB peak at batch 8 (the activations themselves need about 5 GiB). Capped,
-    cuDNN takes the best plan that fits. Takes effect for convolutions planned after the call (set it
-    before the first one: prepare() does). -> the value in force."""
+    On PyTorch's default cuDNN v8 API it had no effect (a 256 MiB cap left a 33 GiB workspace,
+    bench/memory_probe.py); on the legacy v7 API, which strict fp32 takes (strict_fp32_cudnn), the same call
+    peaked at 4.2 GiB with it. Takes effect for convolutions planned after the call.
+    -> the value in force."""
     return os.environ.setdefault("CUDNN_CONV_WSCAP_DBG", str(int(mib)))
+
+
+def strict_fp32_cudnn() -> str:
+    """Strict fp32 on CUDA: cuDNN through its legacy (v7) API, where the workspace cap above applies.
+
+    Why: PyTorch's cuDNN v8 API lets a plan take as much workspace as there is free memory, and in strict
+    fp32 its first plan for one 3x3 convolution of the FFHQ generator (256 channels at 128 px, batch 8)
+    took a 33.3 GiB workspace: a 34.8 GiB peak (bench/memory_probe.py on an H100; neither the cap nor
+    cudnn.benchmark changed it). Through the v7 API the same call peaked at 4.2-4.4 GiB and ran 66.5 images/s
+    instead of 50.8. TF32 stays on the v8 API (188 images/s there, 151 through v7). PyTorch reads
+    TORCH_CUDNN_V8_API_DISABLED once, at the process's first cuDNN convolution: set here unless the user
+    set it, it takes effect when prepare(..., "fp32") comes before any convolution, and then holds for the
+    whole process. -> the value in force."""
+    return os.environ.setdefault("TORCH_CUDNN_V8_API_DISABLED", "1")
 
 
 def bucket(n: int, batch_size: int | None = None) -> int:
@@ -176,6 +189,8 @@ def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int
     impl = configure(inv, impl, bool(compile))
     if dev.type == "cuda":
         limit_cudnn_workspace()
+        if precision == "fp32":
+            strict_fp32_cudnn()
 
     def forward(x):
         codes = inv.encode(x)

@@ -20,6 +20,7 @@ the last rename wins, both are valid).
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -96,7 +97,7 @@ class AotInverter:
     """Callable x -> (images, codes): one package per input shape, loaded from the cache folder or built.
 
     Call it inside e4e.fast.precision_scope (TF32 switches are read when the kernels run); bf16 is in the
-    graph. built / loaded count what happened (the benchmark and the tests read them)."""
+    graph. built / loaded: how many packages this object compiled / loaded from disk."""
 
     def __init__(self, inv, precision: str, impl: str, cache_dir: Path):
         self.module = AotForward(inv, precision == "bf16").eval()
@@ -116,7 +117,7 @@ class AotInverter:
                     runner = load_package(self.module, path)
                     self.loaded += 1
                 except Exception as e:  # noqa: BLE001 - a stale or broken package: compile it again
-                    print(f"{path}: not loadable ({type(e).__name__}); compiling again")
+                    print(f"{path}: not loadable ({type(e).__name__}); compiling again", file=sys.stderr)
             if runner is None:
                 try:
                     build_package(self.module, x, path)

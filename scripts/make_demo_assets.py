@@ -66,8 +66,8 @@ HOW = {
 }
 
 
-CALIB_ON = {"samples": "{n} generator samples",
-            "codes": "the e4e inversions of {n} training avatars (rows after the first {codes})"}
+CALIBRATED_ON = {"samples": "{n} generator samples",  # how the file's info names each bm.CALIB_ON choice
+                 "codes": "the e4e inversions of {n} training avatars (rows after the first {codes})"}
 
 
 def complete_sources(data: bm.PairSet) -> list[dict]:
@@ -103,11 +103,16 @@ def pick_sources(data: bm.PairSet, n: int) -> list[dict]:
     return sorted(chosen, key=lambda r: r["file"])
 
 
+def default_strength(kind: str) -> float:
+    """The strength a direction of this kind gets where calibration never reached the goal (its unit's)."""
+    return DEFAULT_GAPS if kind == "codes_wplus" else DEFAULT_STRENGTH
+
+
 def strength_of(d: bm.Direction, grid, goal: float = 0.9) -> tuple[float, str]:
     """The strength the demo uses, and why: s90 where the judge reached the goal; else the default of the
     direction's unit, DEFAULT_GAPS or DEFAULT_STRENGTH (a curve that never gets there says nothing reliable
     about where it would: its best point on a few dozen images is noise)."""
-    default = DEFAULT_GAPS if d.kind == "codes_wplus" else DEFAULT_STRENGTH
+    default = default_strength(d.kind)
     if d.s90 is not None:
         return d.s90, f"s{goal * 100:.0f}"
     if not d.calibration:
@@ -166,14 +171,15 @@ def build(data_dir, out, inv, judge, labeller, opts: bm.DirectionOptions, n_sour
                              {"strength": SEFA_STRENGTH, "strength_rule": "fixed (no label to calibrate on)",
                               "how": "the top SeFa eigenvector of every modulation layer, one W std long"}))
     files = files or {}
+    calibrated_on = CALIBRATED_ON[opts.calib_on].format(n=opts.calib_samples, codes=opts.codes)
     info = {
         "made_by": "scripts/make_demo_assets.py",
         "kind": kind,
         "how": HOW[kind].format(codes=opts.codes, samples=opts.samples, labeller=files.get("labeller")),
         "strength": f"the smallest strength at which the evaluation classifier {files.get('judge')} sees the "
-                    f"target on {opts.goal:.0%} of {CALIB_ON[opts.calib_on].format(n=opts.calib_samples, codes=opts.codes)}"
-                    f" that lacked it (grid {', '.join(f'{s:g}' for s in opts.calib_grid)}, linear interpolation; "
-                    f"test pairs never used), else {DEFAULT_GAPS if kind == 'codes_wplus' else DEFAULT_STRENGTH:g}; "
+                    f"target on {opts.goal:.0%} of {calibrated_on} that lacked it "
+                    f"(grid {', '.join(f'{s:g}' for s in opts.calib_grid)}, linear interpolation; "
+                    f"test pairs never used), else {default_strength(kind):g}; "
                     "per direction in info['strength'] and info['strength_rule']",
         "model": files.get("model"), "model_sha256": files.get("model_sha256"),
         "judge": files.get("judge"), "labeller": files.get("labeller") if kind not in CODE_KINDS else None,
@@ -214,7 +220,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sources", type=int, default=6, help="held-out avatars to ship (default 6)")
     ap.add_argument("--codes", type=int, default=2000, help="training avatars encoded (ifg_codes, codes_wplus)")
     ap.add_argument("--samples", type=int, default=10000, help="W samples (ifg_samples labels, W std scale)")
-    ap.add_argument("--calib-on", default="codes", choices=tuple(CALIB_ON),
+    ap.add_argument("--calib-on", default="codes", choices=bm.CALIB_ON,
                     help="calibrate strengths on the inversions of training avatars (codes, default: what the "
                          "demo edits) or on generator samples (issue #18's protocol)")
     ap.add_argument("--calib-samples", type=int, default=64, help="images calibrating each strength")

@@ -17,6 +17,7 @@ torch's version, the device, precision, op implementation, batch and input shape
 nets and ops. A package that fails to load is compiled again; written atomically (two processes may race:
 the last rename wins, both are valid).
 """
+import functools
 import hashlib
 import json
 import os
@@ -32,7 +33,8 @@ from e4e.errors import E4EError
 _CODE = ("nets", "ops", "inverter.py", "aot.py")
 
 
-def code_fingerprint() -> str:
+@functools.cache
+def code_fingerprint() -> str:  # the files do not change under a running process: read them once
     root = Path(__file__).resolve().parent
     h = hashlib.sha256()
     for name in _CODE:
@@ -97,12 +99,12 @@ class AotInverter:
     """Callable x -> (images, codes): one package per input shape, loaded from the cache folder or built.
 
     Call it inside e4e.fast.precision_scope (TF32 switches are read when the kernels run); bf16 is in the
-    graph. built / loaded: how many packages this object compiled / loaded from disk."""
+    graph."""
 
     def __init__(self, inv, precision: str, impl: str, cache_dir: Path):
         self.module = AotForward(inv, precision == "bf16").eval()
         self.precision, self.impl, self.dir = precision, impl, Path(cache_dir) / "aot"
-        self.runners, self.built, self.loaded = {}, 0, 0
+        self.runners = {}
 
     def path_for(self, x: torch.Tensor) -> Path:
         return self.dir / f"{package_key(self.module, x, self.precision, self.impl)}.pt2"
@@ -115,7 +117,6 @@ class AotInverter:
             if path.is_file():
                 try:
                     runner = load_package(self.module, path)
-                    self.loaded += 1
                 except Exception as e:  # noqa: BLE001 - a stale or broken package: compile it again
                     print(f"{path}: not loadable ({type(e).__name__}); compiling again", file=sys.stderr)
             if runner is None:
@@ -126,10 +127,8 @@ class AotInverter:
                     msg = (str(e).strip().splitlines() or [""])[0][:200]
                     raise E4EError(f"ahead-of-time compile failed ({type(e).__name__}: {msg}); "
                                    "run without --aot") from e
-                self.built += 1
             self.runners[shape] = runner
         return self.runners[shape]
 
     def __call__(self, x: torch.Tensor):
-        images, codes = self.runner(x)(x)
-        return images, codes
+        return self.runner(x)(x)

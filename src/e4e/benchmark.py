@@ -63,6 +63,7 @@ EDIT_ATTRIBUTES = ("smile", "glasses", "facial_hair", "hat", "hair_colour")
 BINARY = ("smile", "glasses", "facial_hair", "hat")
 KINDS = ("ifg_samples", "ifg_codes", "codes_wplus", "component")
 S90 = "s90"
+CALIB_ON = ("samples", "codes")  # what strengths are calibrated on (DirectionOptions.calib_on)
 REALISM_MIN = 10  # FID / KID of fewer images per target value is noise (and costs 1280-d eigendecompositions)
 
 
@@ -136,14 +137,12 @@ def label_strings(net: nn.Module, images: torch.Tensor, attributes, batch_size: 
 @torch.no_grad()
 def labels_of_w(generator: nn.Module, net: nn.Module, w: torch.Tensor, attributes, size,
                 batch_size: int = 32) -> dict[str, list[str]]:
-    """Labels of the images G(w) (W codes (N, D) on every style, or W+ codes (N, n, D)), rendered and
-    labelled chunk by chunk."""
+    """Labels of the images G(w) (W codes (N, D), which the generator puts on every style, or W+ codes
+    (N, n, D)), rendered and labelled chunk by chunk."""
     device = next(generator.parameters()).device
     out: dict[str, list[str]] = {a: [] for a in attributes}
     for c in w.split(max(1, batch_size)):
-        codes = c.float().to(device)
-        codes = codes if codes.ndim == 3 else codes[:, None].expand(-1, generator.n_latent, -1)
-        got = label_strings(net, render(generator, codes, size).clamp(-1, 1), attributes, batch_size)
+        got = label_strings(net, render(generator, c.float().to(device), size).clamp(-1, 1), attributes, batch_size)
         for a in attributes:
             out[a] += got[a]
     return out
@@ -469,8 +468,8 @@ def prepare_directions(data: PairSet, targets: dict[str, list[str]], e4e_inv, ju
     if {"ifg_samples", "component"} & set(opts.kinds):
         sample_labels = labels_of_w(g, labeller if labeller is not None else judge, w, attributes, size,
                                     opts.batch_size)
-    if opts.calib_on not in ("samples", "codes"):
-        raise E4EError(f"calib_on must be 'samples' or 'codes', not {opts.calib_on!r}")
+    if opts.calib_on not in CALIB_ON:
+        raise E4EError(f"calib_on must be one of {', '.join(CALIB_ON)}, not {opts.calib_on!r}")
     by_codes = {"ifg_codes", "codes_wplus"} & set(opts.kinds)
     train = data.split("train")[:opts.codes] if by_codes else []
     images, names, notes = load_files(data.root, [r["file"] for r in train], e4e_inv.input_size, opts.fit)

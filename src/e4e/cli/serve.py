@@ -25,7 +25,7 @@ def run(args) -> int:
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
-        from e4e.serve.app import launch, require_gradio
+        from e4e.serve.app import build_app, launch, require_gradio
         from e4e.serve.core import load_editor
         require_gradio()
         editor = load_editor(workdir, args.checkpoint, args.directions or (), n_sefa=args.sefa,
@@ -34,9 +34,10 @@ def run(args) -> int:
             editor.align_default = args.align
         print(f"e4e serve: {len(editor.directions)} directions: {', '.join(d.label for d in editor.directions)}")
         print(f"e4e serve: files go to {workdir} (removed on exit); Ctrl-C stops the server")
-        app, _ = launch(editor, args.host, args.port, block=False)
-        print(f"* Running on local URL:  {app.local_url}", flush=True)
-        try:
+        app = build_app(editor)
+        try:  # Ctrl-C may come while launch() is still finishing after the page already answers
+            launch(editor, args.host, args.port, block=False, app=app)
+            print(f"* Running on local URL:  {app.local_url}", flush=True)
             while True:
                 time.sleep(0.5)
         except KeyboardInterrupt:

@@ -150,9 +150,10 @@ def build_app(editor: Editor):
     return app
 
 
-def launch(editor: Editor, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
-    """Serve the page; block=False returns (app, url) with the server running in a thread."""
-    app = build_app(editor)
+def launch(editor: Editor, host: str = "127.0.0.1", port: int = 7860, block: bool = True, app=None):
+    """Serve the page; block=False returns (app, url) with the server running in a thread. `app` is one
+    build_app(editor) already made (so a caller holds it, to close it, before the server starts)."""
+    app = build_app(editor) if app is None else app
     app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, ssr_mode=False, share=False,
                show_error=False, prevent_thread_lock=not block, inbrowser=False, quiet=not block,
                allowed_paths=[str(editor.workdir)])

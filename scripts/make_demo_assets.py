@@ -66,10 +66,6 @@ HOW = {
 }
 
 
-CALIBRATED_ON = {"samples": "{n} generator samples",  # how the file's info names each bm.CALIB_ON choice
-                 "codes": "the e4e inversions of {n} training avatars (rows after the first {codes})"}
-
-
 def complete_sources(data: bm.PairSet) -> list[dict]:
     """Test rows that have every pair they can have: all five, or all but hair_colour under a hat."""
     have: dict[str, set] = {}
@@ -171,7 +167,7 @@ def build(data_dir, out, inv, judge, labeller, opts: bm.DirectionOptions, n_sour
                              {"strength": SEFA_STRENGTH, "strength_rule": "fixed (no label to calibrate on)",
                               "how": "the top SeFa eigenvector of every modulation layer, one W std long"}))
     files = files or {}
-    calibrated_on = CALIBRATED_ON[opts.calib_on].format(n=opts.calib_samples, codes=opts.codes)
+    calibrated_on = bm.CALIBRATED_ON[opts.calib_on].format(n=opts.calib_samples, codes=opts.codes)
     info = {
         "made_by": "scripts/make_demo_assets.py",
         "kind": kind,

@@ -461,6 +461,13 @@ def test_cli_pairs_kinds_attributes_and_calib_grid(avatar_setup, tmp_path, monke
     assert "reusing the directions" in log and "reusing the rows" in log
     assert main(argv[:-1] + ["--kinds", "ifg_samples,component"]) == 0  # other kinds: fitted again
     assert "reusing the directions" not in capsys.readouterr().out
+    # strengths calibrated on the encoder's codes of training avatars after the fitted ones
+    codes = argv + ["--kinds", "codes_wplus", "--sheet-kind", "codes_wplus", "--direction-images", "5",
+                    "--calib-samples", "3", "--calib-on", "codes"]
+    assert main(codes) == 0, capsys.readouterr().err
+    assert "the e4e inversions of 3 training avatars (rows after the first 5) that lacked it" in \
+        (out / "pairs.md").read_text()
+    assert all(d.kind == "codes_wplus" for d in bm.load_directions(out / "directions.safetensors")[0])
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -63,7 +63,10 @@ EDIT_ATTRIBUTES = ("smile", "glasses", "facial_hair", "hat", "hair_colour")
 BINARY = ("smile", "glasses", "facial_hair", "hat")
 KINDS = ("ifg_samples", "ifg_codes", "codes_wplus", "component")
 S90 = "s90"
-CALIB_ON = ("samples", "codes")  # what strengths are calibrated on (DirectionOptions.calib_on)
+# what strengths are calibrated on (DirectionOptions.calib_on), and how reports name each
+CALIBRATED_ON = {"samples": "{n} generator samples",
+                 "codes": "the e4e inversions of {n} training avatars (rows after the first {codes})"}
+CALIB_ON = tuple(CALIBRATED_ON)
 REALISM_MIN = 10  # FID / KID of fewer images per target value is noise (and costs 1280-d eigendecompositions)
 
 

@@ -155,7 +155,7 @@ def run_pairs(args) -> int:
     dopts = bm.DirectionOptions(samples=args.direction_samples, codes=args.direction_images,
                                 components=args.components, calib_samples=args.calib_samples,
                                 goal=args.success, batch_size=args.batch_size, seed=args.seed, fit=args.fit,
-                                kinds=kinds, stop_at_goal=True,
+                                kinds=kinds, stop_at_goal=True, calib_on=args.calib_on,
                                 **({"calib_grid": calib_grid} if calib_grid else {}))
     base = {"e4e": _sha(e4e.checkpoint_path), "judge": _sha(args.classifier), "labeller": _sha(args.labeller),
             "data": str(Path(args.pairs).resolve()), "fit": args.fit, "seed": args.seed,
@@ -273,7 +273,8 @@ def _definitions(bm, args, scorers, strengths) -> list[str]:
         "target colour. Strengths are in standard deviations of W along the direction, added to every style; "
         "for codes_wplus in class gaps (1 = from one class's mean code to the other's).",
         f"- s90: the smallest strength at which the judge sees the target on {args.success:.0%} of "
-        f"{args.calib_samples} generator samples that lacked it (tried at "
+        f"{bm.CALIBRATED_ON[args.calib_on].format(n=args.calib_samples, codes=args.direction_images)} that lacked it "
+        "(tried at "
         f"{args.calib_grid or '0, 0.5, ..., 6'}, up to the first that reaches it); curve strengths: "
         f"{', '.join(f'{s:g}' for s in strengths)}.",
         "- success: the judge predicts the target on the edited inversion. preservation: its predictions of every "
@@ -289,7 +290,7 @@ def _definitions(bm, args, scorers, strengths) -> list[str]:
 
 def register_flags(p) -> None:
     """The flags `e4e eval` adds for --pairs."""
-    from e4e.benchmark import KINDS
+    from e4e.benchmark import CALIB_ON, KINDS
     g = p.add_argument_group("ground-truth editing benchmark (--pairs)")
     g.add_argument("--pairs", metavar="DIR", help="avatar dataset folder (labels.csv, pairs.csv, pairs/): run the "
                                                   "editing benchmark against the true counterfactuals")
@@ -304,6 +305,10 @@ def register_flags(p) -> None:
                    help="training images for ifg_codes and codes_wplus (2000)")
     g.add_argument("--components", type=int, default=10, help="SeFa and GANSpace candidates each (10)")
     g.add_argument("--calib-samples", type=int, default=256, help="generator samples for the strength (256)")
+    g.add_argument("--calib-on", default="samples", choices=CALIB_ON,
+                   help="what s90 is calibrated on: samples (generator samples, the default) or codes (the e4e "
+                        "codes of --calib-samples training avatars after the --direction-images ones: the images "
+                        "an edit of a real picture starts from)")
     g.add_argument("--calib-grid", metavar="S,S,...", help="strengths tried for s90, ascending (default 0,0.5,...,6)")
     g.add_argument("--kinds", metavar="K,...", help="direction kinds to fit and score, from "
                                                     f"{','.join(KINDS)} (default all)")

@@ -25,6 +25,22 @@ def test_atomic_write_fsyncs_the_file_before_the_rename(tmp_path, monkeypatch):
     assert (tmp_path / "p.bin").read_bytes() == b"by name"
 
 
+def test_atomic_write_gives_the_mode_an_ordinary_write_would(tmp_path):
+    """Not mkstemp's 0600: a new file gets 0666 less the umask (what open() gives); a replaced file keeps
+    its mode."""
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    for mode in ("wb", "path"):
+        new = atomic_write(tmp_path / f"new-{mode}.bin", (lambda f: f.write(b"y")) if mode == "wb" else
+                           (lambda p: p.write_bytes(b"y")), mode=mode)
+        assert new.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    kept = tmp_path / "kept.bin"
+    kept.write_bytes(b"old")
+    kept.chmod(0o640)
+    atomic_write(kept, lambda f: f.write(b"new"))
+    assert kept.read_bytes() == b"new" and kept.stat().st_mode & 0o777 == 0o640
+
+
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     target = tmp_path / "keep.bin"
     target.write_bytes(b"old")

@@ -31,6 +31,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _new_file_mode() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: done once, at import, before any threads
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_NEW_FILE_MODE = _new_file_mode()
+
+
 def atomic_write(path, writer, mode: str = "wb") -> Path:
     """Call writer(f) on a temp file next to `path`, fsync it, then rename it over `path`.
     writer gets an open file object (binary unless mode='w'), or with mode='path' the temp file's path
@@ -54,6 +63,8 @@ def atomic_write(path, writer, mode: str = "wb") -> Path:
                 writer(f)
                 f.flush()
                 os.fsync(f.fileno())
+        # mkstemp makes the file 0600: give it the mode an ordinary open() would (or the replaced file's)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.is_file() else _NEW_FILE_MODE)
         os.replace(tmp, path)
     except IsADirectoryError:
         raise E4EError(f"cannot write {path}: it is a folder") from None

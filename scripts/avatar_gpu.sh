@@ -18,7 +18,9 @@
 # the new models on the device and runs bench/avatar_model_metrics.py there (model_metrics.* exported);
 # GAN_PROFILE=1 first times the GAN step eager with the regulariser and main-step ops (ref, gradfix, fold;
 # bench/train_profile.py) and trains with what scripts/choose_gan_settings.py picks from it; RESUME=1
-# continues the GAN run kept in models/avatar/state (g, d) and the embedded generator (g_ema); COUNT, GEN_SET, ENC_SET (extra settings: CPU smoke tests).
+# continues the GAN run kept in models/avatar/state (g, d) and the embedded generator (g_ema); PAIRS=1 last
+# runs issue #18's benchmark (bench/avatar_pairs.sh, PAIRS_S, PAIRS_ARGS) on the models this lease made, or
+# the shipped ones, and exports runs/export/pairs_bench.tgz; COUNT, GEN_SET, ENC_SET (extra settings: CPU smoke tests).
 # A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is loaded first.
 set -euo pipefail
 PHASE=${1:?phase: start, watch or driver}
@@ -177,6 +179,18 @@ driver() {
       > runs/metrics.out 2>&1 || echo "metrics failed"
     tail -n 30 runs/metrics.out; cp runs/metrics/model_metrics.* runs/export/ 2>/dev/null || true
     echo "assembly and metrics in $(( $(date +%s) - t )) s"
+  fi
+  if [ -n "${PAIRS:-}" ]; then  # issue #18 on the test split, with the models this lease made (or the shipped)
+    t=$(date +%s)
+    # (METRICS=1's assembly has written this lease's models over the shipped ones at these paths)
+    timeout "${PAIRS_S:-480}" bash bench/avatar_pairs.sh data/avatars src/e4e/assets/e4e_avatar128.safetensors \
+      models/avatar/psp_avatar128.safetensors models/avatar/eval_convnet_B.safetensors \
+      models/avatar/sim_resnet_A.safetensors runs/pairs_bench ${PAIRS_ARGS:-} > runs/pairs.out 2>&1 \
+      || echo "pairs benchmark failed or ran out of time (rerun: its finished methods are cached)"
+    tail -n 12 runs/pairs.out
+    # one file: the page's inputs (CSVs, pairs.md, figures, sheets) and the method cache, to resume or to commit
+    tar czf runs/export/pairs_bench.tgz -C runs/pairs_bench pairs && ls -la runs/export/pairs_bench.tgz
+    echo "pairs benchmark in $(( $(date +%s) - t )) s"
   fi
   echo done > runs/driver.done
 }

@@ -103,7 +103,8 @@ def test_fewer_images_than_the_batch_is_an_error_not_a_hang(tmp_path):
                                     ({"reg_impl": "taps"}, "reg_impl='taps' must be auto, ref, gradfix or fold"),
                                     ({"main_impl": "gradfix"}, "main_impl='gradfix' must be auto"),
                                     ({"lr": -1.0}, "lr=-1.0 must be a positive"), ({"impl": "cuda"}, "impl='cuda' must"),
-                                    ({"augment": "colour"}, "unknown augment")])
+                                    ({"augment": "colour"}, "unknown augment"),
+                                    ({"compile_mode": "fast"}, "compile_mode='fast' must be one of default")])
 def test_bad_options_are_one_line(tmp_path, kw, msg):
     with pytest.raises(E4EError, match=msg):
         cfg(tmp_path, **kw)
@@ -152,6 +153,42 @@ def test_fast_step_computes_the_reference_step(tmp_path):
         assert torch.allclose(ga[k], gb[k], rtol=1e-5, atol=1e-6), k
     for k in da:
         assert torch.allclose(da[k], db[k], rtol=1e-5, atol=1e-6), k
+
+
+def _to_cuda(x):
+    if isinstance(x, dict):
+        return {k: _to_cuda(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_cuda(v) for v in x)
+    return x.cuda() if torch.is_tensor(x) else x
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphed_main_steps_train_what_the_default_compile_trains(tmp_path):
+    """compile_mode=reduce-overhead (the main steps as CUDA graphs) is a way to run the same steps: from
+    the same draws, three steps (R1 and path length included) give the default compile's losses and
+    parameters (fp32, TF32 off), and the stats kept from a step survive the next step's replays."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    real = (torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1).cuda()
+    runs = {}
+    for mode in ("default", "reduce-overhead"):
+        torch.manual_seed(0)
+        tr = GANTrainer(cfg(tmp_path, impl="fast", compile="on", compile_mode=mode, device="cuda", mixing=1.0))
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # the trainer sets them
+        assert tr.graphed == (mode == "reduce-overhead")
+        stats = []
+        for _ in range(3):
+            r = _draw_with_noise(tr, 4, 16)
+            r = _to_cuda(r)
+            stats.append(tr.step(real, r))
+        runs[mode] = ([{k: v.item() for k, v in st.items()} for st in stats],
+                      {k: v.clone() for k, v in tr.g.state_dict().items()})
+    (sa, ga), (sb, gb) = runs["default"], runs["reduce-overhead"]
+    for a, b in zip(sa, sb):
+        assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-5) for k in a), (a, b)
+    for k in ga:
+        assert torch.allclose(ga[k], gb[k], rtol=1e-4, atol=1e-5), k
 
 
 def test_ops_impls_resolve_per_device(tmp_path):

@@ -39,6 +39,7 @@ from e4e.train.phases import NO_PHASES
 from e4e.train.runs import Deadline, JsonlLog, claim_run_dir
 
 IMPLS = ("fast", "reference")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile(mode=)
 
 
 @dataclass
@@ -78,6 +79,9 @@ class GANTrainConfig:
     workers: int = 4  # reference impl: decoding threads; fast impl: threads that load the dataset once
     impl: str = "fast"  # fast | reference (see the module docstring)
     compile: str = "auto"  # auto (on for impl=fast on CUDA, single process) | on | off
+    # torch.compile mode of the main steps: default | reduce-overhead (CUDA graphs: no launch gaps, the
+    # compiled step was host-bound, docs/benchmarks.md) | max-autotune | max-autotune-no-cudagraphs
+    compile_mode: str = "default"
     compile_cache: str = ""  # portable compile cache to load first (each compiled run writes OUT/compile_cache.bin)
     resume: bool = False
     extra: dict = field(default_factory=dict)
@@ -109,6 +113,8 @@ class GANTrainConfig:
             fail(f"main_impl={self.main_impl!r} must be auto, ref, taps or fold")
         if self.compile not in ("auto", "on", "off"):
             fail(f"compile={self.compile!r} must be auto, on or off")
+        if self.compile_mode not in COMPILE_MODES:
+            fail(f"compile_mode={self.compile_mode!r} must be one of {', '.join(COMPILE_MODES)}")
         bad = [p for p in filter(None, self.augment.split(",")) if p not in ("color", "translation", "cutout")]
         if bad:
             fail(f"unknown augment policy {', '.join(bad)} (use color,translation,cutout)")
@@ -266,8 +272,12 @@ class GANTrainer:
         self.d_train = DDP(self.d, **ddp) if info.world > 1 else self.d
         use_compile = {"on": True, "off": False}.get(cfg.compile, fast and dev.type == "cuda" and info.world == 1)
         self.compiled = use_compile
-        self._d_main = torch.compile(d_main_loss) if use_compile else d_main_loss
-        self._g_main = torch.compile(g_main_loss) if use_compile else g_main_loss
+        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+        self._d_main = torch.compile(d_main_loss, mode=mode) if use_compile else d_main_loss
+        self._g_main = torch.compile(g_main_loss, mode=mode) if use_compile else g_main_loss
+        # CUDA graphs replay into fixed buffers: each step starts a new generation of them, and what a step
+        # keeps (its stats) is copied out of them
+        self.graphed = use_compile and dev.type == "cuda" and cfg.compile_mode in ("reduce-overhead", "max-autotune")
         # ops of G and D (e4e.ops.impl): the FIR filters run as taps inside the compiled main steps
         # (inductor fuses them; measured 420 img/s on the H200 against a depthwise conv per blur); the eager
         # R1 and path-length steps run reg_impl ("ref": the depthwise conv, where taps would be 16 separate
@@ -302,6 +312,8 @@ class GANTrainer:
             r = self.draw(real.shape[0], real.shape[2], real.shape[3])
         pol = cfg.augment
         stats, clock = {}, self.clock
+        if self.graphed:
+            torch.compiler.cudagraph_mark_step_begin()
         clock.start()
         # discriminator
         requires_grad(self.g, False), requires_grad(self.d, True)
@@ -315,7 +327,8 @@ class GANTrainer:
         loss.backward()
         self.d_opt.step()
         clock.mark("D main: backward + Adam")
-        stats.update(d_loss=loss.detach(), real_score=real_score.detach(), fake_score=fake_score.detach())
+        keep = (lambda t: t.detach().clone()) if self.graphed else (lambda t: t.detach())
+        stats.update(d_loss=keep(loss), real_score=keep(real_score), fake_score=keep(fake_score))
         if "aug_r1" in r:
             total, r1 = d_r1_loss(self.d_train, real, r["aug_r1"], pol, cfg.r1, cfg.d_reg_every, self.reg_bf16)
             self.d_opt.zero_grad(set_to_none=True)
@@ -332,7 +345,7 @@ class GANTrainer:
         self.g_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.g_opt.step()
-        stats["g_loss"] = loss.detach()
+        stats["g_loss"] = keep(loss)
         clock.mark("G main: backward + Adam")
         if "pl_z" in r:
             total, pl, self.mean_path_length, length = g_path_loss(

@@ -17,7 +17,8 @@
 # times the e4e trainer (bench/train_bench.py, its e4e rows) after the encoders; METRICS=1 then assembles
 # the new models on the device and runs bench/avatar_model_metrics.py there (model_metrics.* exported);
 # GAN_PROFILE=1 first times the GAN step eager with the regulariser and main-step ops (ref, gradfix, fold;
-# bench/train_profile.py) and trains with what scripts/choose_gan_settings.py picks from it; RESUME=1
+# bench/train_profile.py) and trains with what scripts/choose_gan_settings.py picks from it (GAN_GRAPHS=1
+# adds compiled rows: the default compile and compile_mode=reduce-overhead, GAN_GRAPHS_S); RESUME=1
 # continues the GAN run kept in models/avatar/state (g, d) and the embedded generator (g_ema); PAIRS=1 last
 # runs issue #18's benchmark (bench/avatar_pairs.sh, PAIRS_S, PAIRS_ARGS) on the models this lease made, or
 # the shipped ones, and exports runs/export/pairs_bench.tgz; COUNT, GEN_SET, ENC_SET (extra settings: CPU smoke tests).
@@ -139,6 +140,13 @@ driver() {
       --modes eager --cycles 1 --warmup 17 --json runs/export/gan_profile.jsonl \
       --gan-set "" "reg_impl=gradfix" "reg_impl=fold" "reg_impl=fold main_impl=fold" "reg_impl=fold reg_bf16=true" \
       > runs/export/gan_profile.md 2>&1 || echo "train_profile failed or ran out of time"
+    if [ -n "${GAN_GRAPHS:-}" ]; then  # the compiled step measured, default compile against CUDA graphs (#15);
+      # its compiles warm the inductor cache the training run then loads
+      timeout "${GAN_GRAPHS_S:-420}" python3 bench/train_profile.py --root /tmp/tp --gan-configs avatar128 --e4e-configs \
+        --modes compiled --cycles 2 --warmup 33 --json runs/export/gan_profile.jsonl \
+        --gan-set "reg_impl=fold" "reg_impl=fold compile_mode=reduce-overhead" \
+        >> runs/export/gan_profile.md 2>&1 || echo "compiled train_profile failed or ran out of time"
+    fi
     grep "^### " runs/export/gan_profile.md || true
     GEN_SET="${GEN_SET:-} $(python3 scripts/choose_gan_settings.py runs/export/gan_profile.jsonl --minutes "${GEN_MIN:-14}" \
       2> >(tee -a runs/export/gan_choice.txt >&2) || true)"

@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 choose = load_module(ROOT / "scripts/choose_gan_settings.py", "_choose_gan_settings")
 
 
-def _row(settings, ms, r1, pl):
-    return {"trainer": "gan", "mode": "eager", "settings": settings, "ms_per_step": ms,
+def _row(settings, ms, r1, pl, mode="eager"):
+    return {"trainer": "gan", "mode": mode, "settings": settings, "ms_per_step": ms,
             "phases": {"D R1 (eager)": {"ms_per_step": r1}, "G path length (eager)": {"ms_per_step": pl}}}
 
 
@@ -26,6 +26,16 @@ def test_long_runs_compile_with_the_fastest_regularisers():
     settings, why = choose.choose(ROWS, minutes=11)
     assert settings == "reg_impl=fold"
     assert "compiled" in why[-1]
+
+
+def test_measured_compiled_rows_replace_the_estimate():
+    """With compiled rows in the profile (the default compile against CUDA graphs), the fastest measured
+    one is what a long run trains with."""
+    rows = ROWS + [_row("reg_impl=fold", 85.0, 7.0, 18.7, "compiled"),
+                   _row("reg_impl=fold compile_mode=reduce-overhead", 70.0, 7.0, 18.7, "compiled")]
+    settings, why = choose.choose(rows, minutes=11)
+    assert settings == "reg_impl=fold compile_mode=reduce-overhead" and "measured 70 ms/step" in why[-1]
+    assert choose.choose(rows, minutes=3)[0] == "reg_impl=fold main_impl=fold compile=off"  # the wait decides
 
 
 def test_short_runs_stay_eager_with_the_fastest_whole_step():

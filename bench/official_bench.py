@@ -116,6 +116,11 @@ OURS = {
     "ours, tf32": dict(precision="tf32", impl="ref"),
     "ours, bf16 eager": dict(precision="bf16", impl="ref"),
     "ours, bf16 + triton": dict(precision="bf16", impl="triton"),
+    # candidates for a faster no-flag default (same TF32 numerics): NHWC generator now that the blur is a
+    # Triton kernel taking NHWC; each FIR folded into the convolution beside it (fewer memory passes)
+    "ours, tf32 + NHWC generator": dict(precision="tf32", channels_last=True),
+    "ours, tf32 + fold": dict(precision="tf32", impl="fold"),
+    "ours, bf16 + triton + NHWC generator": dict(precision="bf16", impl="triton", channels_last=True),
     "ours, bf16 + compile": dict(precision="bf16", compile=True),
     "ours, bf16 + aot": dict(precision="bf16", compile="aot"),
 }

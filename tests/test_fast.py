@@ -66,6 +66,21 @@ def test_configure_sets_the_generator_and_returns_the_impl():
         fast.configure(inv, impl="cuda")
 
 
+@pytest.mark.parametrize("impl", ["ref", "fold"])
+def test_nhwc_generator_and_folded_firs_compute_the_reference(impl):
+    """The benchmark's candidates for a faster default, on CPU: prepare(channels_last=True) (NHWC
+    generator) and impl="fold" (FIRs folded into the convolutions) give the fp32 reference's images; the
+    next prepare without the flag takes the generator back to NCHW."""
+    inv = tiny_inverter()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    ref_img, ref_codes = reference(inv, x)
+    img, codes = prepare(inv, "fp32", impl=impl, channels_last=impl == "ref")(x)
+    assert inv.decoder.channels_last == (impl == "ref")
+    assert rel(img, ref_img) < 1e-5 and rel(codes, ref_codes) < 1e-5
+    prepare(inv, "fp32")
+    assert not inv.decoder.channels_last
+
+
 def test_buckets_are_powers_of_two_capped_at_the_batch():
     assert [bucket(n) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 16]
     assert [bucket(n, 6) for n in (1, 3, 5, 6)] == [1, 4, 6, 6]
@@ -271,6 +286,9 @@ def test_no_flag_cuda_default_is_fast_and_close():
     assert (codes - ref_codes).abs().max() / ref_codes.abs().max() < 5e-3
     strict_img, _ = prepare(inv, "fp32", impl="ref")(x)  # the strict path: shared form, fp32, rounding only
     assert (strict_img - ref_img).abs().max() / ref_img.abs().max() < 1e-5
+    for kw in (dict(channels_last=True), dict(impl="fold")):  # the benchmark's candidates for the default
+        img, _ = prepare(inv, "fp32", **kw)(x)
+        assert (img - ref_img).abs().max() / ref_img.abs().max() < 1e-4, kw
 
 
 @pytest.mark.slow

@@ -76,14 +76,16 @@ def precision_scope(precision: str, device: torch.device):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def configure(inv, impl: str | None = None, compile: bool = False) -> str:
+def configure(inv, impl: str | None = None, compile: bool = False, channels_last: bool = False) -> str:
     """Set the inverter's networks up for fast inference on their device; -> the op implementation used.
 
     On CUDA the generator runs the shared-weight modulated conv (one weight for the whole batch, fused
-    epilogue) and the encoder NHWC; on CPU the reference forms stay (they are faster there)."""
+    epilogue) and the encoder NHWC; on CPU the reference forms stay (they are faster there).
+    channels_last: the generator NHWC too (off by default: slower eager in 2026-11, when its blur was
+    ATen's depthwise conv; the Triton upfirdn2d takes NHWC, so it is an option to measure again)."""
     dev = next(inv.parameters()).device
     impl = check_impl(impl) if impl is not None else default_impl(dev, compile)
-    inv.decoder.configure(grouped=dev.type != "cuda", impl=impl)
+    inv.decoder.configure(grouped=dev.type != "cuda", impl=impl, channels_last=channels_last)
     if dev.type == "cuda":
         inv.encoder.to(memory_format=torch.channels_last)
     return impl
@@ -172,11 +174,12 @@ def load_portable_cache(path) -> bool:
 
 
 def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int | None = None,
-            compile_mode: str | None = None, impl: str | None = None):
+            compile_mode: str | None = None, impl: str | None = None, channels_last: bool = False):
     """-> fn(x) -> (images (B, 3, size, size), W+ codes (B, n_styles, style_dim)), both float32.
 
     precision: "auto" (tf32 on CUDA, fp32 on CPU), "fp32" (strict reference), "tf32", "bf16".
     impl: the generator's op implementation (e4e.ops.impl); None picks default_impl.
+    channels_last: NHWC activations in the generator as well as the encoder (see configure).
     compile: True: torch.compile with persistent caches and bucketed batches (see the module docstring);
     "aot": AOTInductor packages per bucket, cached on disk (e4e.aot);
     compile_mode: a torch.compile mode, by default CUDA graphs on GPU ("reduce-overhead"), "default"
@@ -186,7 +189,7 @@ def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int
     precision = resolve_precision(precision, dev)
     if compile not in COMPILE_CHOICES:
         raise ValueError(f"compile must be one of {COMPILE_CHOICES}, not {compile!r}")
-    impl = configure(inv, impl, bool(compile))
+    impl = configure(inv, impl, bool(compile), channels_last)
     if dev.type == "cuda":
         limit_cudnn_workspace()
         if precision == "fp32":

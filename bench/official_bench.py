@@ -121,6 +121,10 @@ OURS = {
     "ours, tf32 + NHWC generator": dict(precision="tf32", channels_last=True),
     "ours, tf32 + fold": dict(precision="tf32", impl="fold"),
     "ours, bf16 + triton + NHWC generator": dict(precision="bf16", impl="triton", channels_last=True),
+    # the eager kernels replayed from CUDA graphs (no compile): the per-call host cost gone
+    "ours, no flags + CUDA graphs": dict(graphs=True),
+    "ours, tf32 + NHWC generator + CUDA graphs": dict(precision="tf32", channels_last=True, graphs=True),
+    "ours, bf16 + triton + CUDA graphs": dict(precision="bf16", impl="triton", graphs=True),
     "ours, bf16 + compile": dict(precision="bf16", compile=True),
     "ours, bf16 + aot": dict(precision="bf16", compile="aot"),
 }

@@ -81,6 +81,15 @@ def test_nhwc_generator_and_folded_firs_compute_the_reference(impl):
     assert not inv.decoder.channels_last
 
 
+def test_cuda_graphs_are_ignored_on_cpu():
+    """graphs=True is a CUDA option: on CPU the eager reference runs, bit for bit, at any batch size."""
+    inv = tiny_inverter()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    img, codes = prepare(inv, graphs=True, batch_size=4)(x)
+    with torch.no_grad():
+        assert torch.equal(codes, inv.encode(x)) and torch.equal(img, inv.decode(inv.encode(x), resize=False))
+
+
 def test_buckets_are_powers_of_two_capped_at_the_batch():
     assert [bucket(n) for n in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 16]
     assert [bucket(n, 6) for n in (1, 3, 5, 6)] == [1, 4, 6, 6]
@@ -289,6 +298,40 @@ def test_no_flag_cuda_default_is_fast_and_close():
     for kw in (dict(channels_last=True), dict(impl="fold")):  # the benchmark's candidates for the default
         img, _ = prepare(inv, "fp32", **kw)(x)
         assert (img - ref_img).abs().max() / ref_img.abs().max() < 1e-4, kw
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_cuda_graphs_replay_the_eager_forward(precision):
+    """prepare(graphs=True): the same kernels as eager, replayed: the same images and codes (to within
+    rounding: cuDNN may plan a layer differently under capture), one graph per bucket (3 and 4 images
+    share the bucket of 4), outputs that survive the next call."""
+    inv = tiny_inverter().cuda()
+    x = torch.rand(4, 3, 32, 32, device="cuda") * 2 - 1
+    eager_img, eager_codes = prepare(inv, precision)(x)
+    run = prepare(inv, precision, graphs=True, batch_size=4)
+    img, codes = run(x)
+    tol = 1e-6 if precision == "tf32" else 1e-2
+    assert rel(img, eager_img) < tol and rel(codes, eager_codes) < tol
+    first = img.clone()
+    img3, _ = run(x[:3].flip(0))  # a different batch in the same bucket: replayed, not captured again
+    assert img3.shape[0] == 3 and torch.equal(img, first)  # the earlier output was not overwritten
+    assert rel(img3, eager_img[:3].flip(0)) < tol
+    step = run.__closure__ and [c.cell_contents for c in run.__closure__
+                                if isinstance(c.cell_contents, fast.GraphedForward)]
+    assert step and len(step[0].graphs) == 1 and not step[0].failed
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_capture_that_fails_runs_eager_and_says_so_once(capsys):
+    def syncs(x):  # .item() waits for the device: not allowed while a stream is captured
+        return (x * float(x.sum().item()),)
+    g = fast.GraphedForward(syncs)
+    x = torch.ones(2, device="cuda")
+    assert torch.equal(g(x)[0], x * 2) and torch.equal(g(x)[0], x * 2)
+    assert g.failed and capsys.readouterr().err.count("CUDA graph capture failed") == 1
 
 
 @pytest.mark.slow

@@ -173,8 +173,58 @@ def load_portable_cache(path) -> bool:
         return False
 
 
+class GraphedForward:
+    """forward(x) replayed from a CUDA graph, one per input shape, captured at its first call: the eager
+    kernels (cuDNN, Triton, ATen) without their per-launch host cost and without any compiling.
+
+    Why: eager, the FFHQ inversion at batch 8 spends a large fixed time per call (bf16 + Triton: ~38 ms of
+    52 ms, from the batch-8 and batch-16 rates of docs/benchmarks.md), the host launching a thousand
+    small kernels; a graph replays them with one launch. The capture runs the forward twice on a side
+    stream first (Triton's JIT and cuDNN's plans must happen outside the capture). The outputs are copied
+    out of the graph's memory, which the next replay overwrites. A capture that fails (an op that syncs
+    with the host, say) is said once on stderr and the eager forward runs from then on.
+    """
+
+    def __init__(self, forward):
+        self.forward = forward
+        self.graphs = {}  # (shape, dtype) -> (graph, static input, static outputs)
+        self.failed = False
+
+    def __call__(self, x):
+        if self.failed:
+            return self.forward(x)
+        key = (tuple(x.shape), x.dtype)
+        if key not in self.graphs:
+            try:
+                self.graphs[key] = self._capture(x)
+            except RuntimeError as e:
+                import sys
+                self.failed = True
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                print(f"e4e: CUDA graph capture failed ({first}); running eager", file=sys.stderr)
+                return self.forward(x)
+        graph, static_x, static_out = self.graphs[key]
+        static_x.copy_(x)
+        graph.replay()
+        return tuple(o.clone() for o in static_out)
+
+    def _capture(self, x):
+        static_x = x.clone()
+        side, main = torch.cuda.Stream(x.device), torch.cuda.current_stream(x.device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self.forward(static_x)
+        main.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.forward(static_x)
+        return graph, static_x, static_out
+
+
 def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int | None = None,
-            compile_mode: str | None = None, impl: str | None = None, channels_last: bool = False):
+            compile_mode: str | None = None, impl: str | None = None, channels_last: bool = False,
+            graphs: bool = False):
     """-> fn(x) -> (images (B, 3, size, size), W+ codes (B, n_styles, style_dim)), both float32.
 
     precision: "auto" (tf32 on CUDA, fp32 on CPU), "fp32" (strict reference), "tf32", "bf16".
@@ -184,6 +234,8 @@ def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int
     "aot": AOTInductor packages per bucket, cached on disk (e4e.aot);
     compile_mode: a torch.compile mode, by default CUDA graphs on GPU ("reduce-overhead"), "default"
     on CPU.
+    graphs: without compiling, replay the eager forward from CUDA graphs (GraphedForward), one per
+    bucket of batch sizes as for compile; ignored on CPU and with compile.
     """
     dev = next(inv.parameters()).device
     precision = resolve_precision(precision, dev)
@@ -206,13 +258,17 @@ def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int
     if compile == "aot":
         from e4e.aot import AotInverter
         step = AotInverter(inv, precision, impl, cache)
-    else:  # dynamic=False: one static graph per bucket (static kernels are the fast ones)
-        step = torch.compile(forward, mode=mode, dynamic=False) if compile else forward
+    elif compile:  # dynamic=False: one static graph per bucket (static kernels are the fast ones)
+        step = torch.compile(forward, mode=mode, dynamic=False)
+    else:
+        graphs = graphs and dev.type == "cuda"
+        step = GraphedForward(forward) if graphs else forward
+    padded = bool(compile) or graphs  # a graph or compiled code per bucket, not per batch size
 
     @torch.no_grad()
     def run(x):
         n = x.shape[0]
-        if compile:
+        if padded:
             b = bucket(n, batch_size)
             if b > n:
                 x = torch.cat([x, x[-1:].expand(b - n, *x.shape[1:])])

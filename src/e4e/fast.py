@@ -15,6 +15,8 @@ Defaults (precision="auto", impl=None):
 precision="fp32" is the strict reference on every device (no TF32); "bf16" is bfloat16 autocast
 (images within ~3e-2, codes within ~1e-4: faster, but not a default).
 
+graphs=True: no compiling; the eager kernels replayed from one CUDA graph per bucket (GraphedForward),
+which removes the host's per-kernel launch cost (an option until measured against the default).
 compile="aot": the same graph compiled ahead of time by AOTInductor (e4e.aot): one package per bucket
 kept in compile_cache_dir()/aot, which a later process loads without tracing (no Dynamo, no CUDA graphs).
 

@@ -150,3 +150,34 @@ def test_compiled_steps_equal_eager_steps(world32, tmp_path):
             assert lb[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (s, k)
     for (name, p), q in zip(a.inverter.encoder.named_parameters(), b.inverter.encoder.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_compile_mode_is_checked_in_one_line(world32, tmp_path):
+    from e4e.errors import E4EError
+    with pytest.raises(E4EError, match="compile_mode 'fastest': use one of default, reduce-overhead"):
+        make(world32, tmp_path, "fast", compile_mode="fastest")
+    assert not make(world32, tmp_path, "fast", compile_mode="reduce-overhead").graphed  # CPU, compile off
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphed_steps_equal_the_default_compile(world32, tmp_path):
+    """compile_mode=reduce-overhead on CUDA: the same losses and parameters as the default compile over
+    steps that open stages, run R1 and fill the pools (fp32, TF32 off, noise off as in the compiled test);
+    the pools' codes and the logs outlive the graphs' next replays."""
+    recs = []
+    for mode in ("default", "reduce-overhead"):
+        tr = make(world32, tmp_path / mode, "fast", compile="on", compile_mode=mode, device="cuda")
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        for m in tr.inverter.decoder.modules():
+            if m.__class__.__name__ == "NoiseInjection":
+                m.weight.data.zero_()
+        assert tr.graphed == (mode == "reduce-overhead")
+        recs.append((run_steps(tr, 5), tr))
+    (a_rec, a), (b_rec, b) = recs
+    for s, ((la, _, _), (lb, _, _)) in enumerate(zip(a_rec, b_rec)):
+        for k, v in la.items():
+            assert lb[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (s, k)
+    for (name, p), q in zip(a.inverter.encoder.named_parameters(), b.inverter.encoder.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-5, msg=name)
+    torch.testing.assert_close(b.fake_pool.state_dict()["ws"], a.fake_pool.state_dict()["ws"], rtol=1e-4, atol=1e-5)

@@ -137,8 +137,13 @@ class E4ETrainer:
         self.d_train = DDP(self.disc, device_ids=ids) if (w and self.disc is not None) else self.disc
         use_compile = {"on": True, "off": False}.get(cfg.compile, fast and self.dev.type == "cuda" and not w)
         self.compiled = use_compile and self.masked
-        self._objective = torch.compile(self.masked_objective) if self.compiled else self.masked_objective
-        self._fake_codes = torch.compile(self.masked_codes) if self.compiled else self.masked_codes
+        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+        self._objective = torch.compile(self.masked_objective, mode=mode) if self.compiled else self.masked_objective
+        self._fake_codes = torch.compile(self.masked_codes, mode=mode) if self.compiled else self.masked_codes
+        # CUDA graphs: each step starts a new generation; what outlives it (codes for the pools, logs, the
+        # last images) is copied out of the graphs' memory
+        from e4e.train.runs import graphed
+        self.graphed = self.compiled and self.dev.type == "cuda" and graphed(cfg.compile_mode)
         self._masks = {}
         self.clock = NO_PHASES  # bench/train_profile.py times the phases marked in train_step()
 
@@ -322,6 +327,8 @@ class E4ETrainer:
         real_w = self.inverter.decoder.mapping(z)
         if self.masked:
             fake_w = self._fake_codes(x, self.offset_mask(stage))
+            if self.graphed:
+                fake_w = fake_w.clone()
         else:
             self.inverter.encoder.set_stage(stage) if hasattr(self.inverter.encoder, "set_stage") else None
             fake_w = self.inverter.encoder(self.inverter.resize_input(x))
@@ -498,12 +505,17 @@ class E4ETrainer:
         cfg = self.cfg
         self.step, clock = step, self.clock
         stage = progressive_stage(step, cfg, self.n_styles)
+        if self.graphed:
+            torch.compiler.cudagraph_mark_step_begin()
         clock.start()
         logs = self.discriminator_step(x, stage) if self.disc is not None else {}
         amp = torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=cfg.bf16 and self.dev.type == "cuda")
         with amp:
             if self.masked:
                 loss, enc_logs, y_hat, codes = self._objective(x, self.offset_mask(stage), stage != "inference")
+                if self.graphed:
+                    enc_logs = {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in enc_logs.items()}
+                    y_hat, codes = y_hat.detach().clone(), codes.detach().clone()
             else:
                 y_hat, codes = self.forward(x, stage)
                 loss, enc_logs = self.encoder_loss(x, x, y_hat, codes, stage)

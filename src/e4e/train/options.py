@@ -95,6 +95,7 @@ class E4ETrainConfig:
     bf16: bool = False  # bfloat16 autocast on CUDA
     impl: str = "fast"  # fast (masked stages, compiled step, foreach Ranger, images on the GPU) | reference
     compile: str = "auto"  # auto (on for impl=fast on CUDA, single process) | on | off
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | ...-no-cudagraphs
     time_limit_min: float = 0.0  # stop (and save) after this many minutes; 0: no limit
 
     def __post_init__(self):
@@ -115,6 +116,9 @@ class E4ETrainConfig:
             raise E4EError(f"impl {self.impl!r}: use fast or reference")
         if self.compile not in ("auto", "on", "off"):
             raise E4EError(f"compile {self.compile!r}: use auto, on or off")
+        from e4e.train.runs import COMPILE_MODES
+        if self.compile_mode not in COMPILE_MODES:
+            raise E4EError(f"compile_mode {self.compile_mode!r}: use one of {', '.join(COMPILE_MODES)}")
         if self.perceptual not in ("lpips", "efficientnet"):
             raise E4EError(f"perceptual {self.perceptual!r}: use lpips or efficientnet")
         if self.checkpoint_path and self.encoder_init:

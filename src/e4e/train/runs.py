@@ -9,6 +9,9 @@
   and a resume every step is logged exactly once.
 - `Deadline`: `--time-limit-min` as a host-side check (no GPU sync); under torchrun the ranks agree
   every `every` steps through one all-reduce.
+- `COMPILE_MODES` / `graphed(mode)`: the torch.compile modes both trainers take for their compiled
+  steps, and whether a mode replays CUDA graphs (then a step's outputs live in the graphs' memory, which the
+  next step overwrites: a trainer copies out what it keeps).
 """
 import json
 import time
@@ -18,6 +21,13 @@ import torch
 
 from e4e.errors import E4EError
 from e4e.outputs import atomic_write
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile(mode=)
+
+
+def graphed(mode: str) -> bool:
+    return mode in ("reduce-overhead", "max-autotune")
 
 
 def truncate_log(path: Path, step: int) -> None:

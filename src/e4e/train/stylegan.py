@@ -36,10 +36,9 @@ from e4e.train import dist as D
 from e4e.train.augment import apply_augment, sample_augment
 from e4e.train.data import BatchPlan, DeviceImages, prefetch_batches
 from e4e.train.phases import NO_PHASES
-from e4e.train.runs import Deadline, JsonlLog, claim_run_dir
+from e4e.train.runs import COMPILE_MODES, Deadline, JsonlLog, claim_run_dir, graphed
 
 IMPLS = ("fast", "reference")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile(mode=)
 
 
 @dataclass
@@ -277,7 +276,7 @@ class GANTrainer:
         self._g_main = torch.compile(g_main_loss, mode=mode) if use_compile else g_main_loss
         # CUDA graphs replay into fixed buffers: each step starts a new generation of them, and what a step
         # keeps (its stats) is copied out of them
-        self.graphed = use_compile and dev.type == "cuda" and cfg.compile_mode in ("reduce-overhead", "max-autotune")
+        self.graphed = use_compile and dev.type == "cuda" and graphed(cfg.compile_mode)
         # ops of G and D (e4e.ops.impl): the FIR filters run as taps inside the compiled main steps
         # (inductor fuses them; measured 420 img/s on the H200 against a depthwise conv per blur); the eager
         # R1 and path-length steps run reg_impl ("ref": the depthwise conv, where taps would be 16 separate

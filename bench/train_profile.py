@@ -136,15 +136,17 @@ def profile_steps(run_step, n_warm: int, cycle: int, cycles: int, clock_holder, 
     return out
 
 
-def parse_settings(text: str) -> dict:
-    """'channels_last=true reg_bf16=true' -> GANTrainConfig fields (typed as the field's default)."""
-    from e4e.train.stylegan import GANTrainConfig
-    fields = {f.name: f for f in dataclasses.fields(GANTrainConfig)}
+def parse_settings(text: str, config=None) -> dict:
+    """'channels_last=true reg_bf16=true' -> fields of `config` (GANTrainConfig by default), typed as the
+    field's default."""
+    if config is None:
+        from e4e.train.stylegan import GANTrainConfig as config
+    fields = {f.name: f for f in dataclasses.fields(config)}
     out = {}
     for item in text.split():
         k, _, v = item.partition("=")
         if k not in fields:
-            sys.exit(f"train_profile: unknown GAN setting {k!r}")
+            sys.exit(f"train_profile: unknown {config.__name__} setting {k!r}")
         kind = type(fields[k].default)
         out[k] = v.lower() in ("1", "true", "yes", "on") if kind is bool else kind(v)
     return out
@@ -176,9 +178,10 @@ def gan_profile(name, mode, device, root: Path, cycles: int, warmup: int, trace_
     return r
 
 
-def e4e_profile(name, mode, device, root: Path, cycles: int, warmup: int, trace_dir):
+def e4e_profile(name, mode, device, root: Path, cycles: int, warmup: int, trace_dir, settings: str = ""):
+    from e4e.train.e4e import E4ETrainConfig
     dev = torch.device(device)
-    kw = e4e_world(name, root)
+    kw = {**e4e_world(name, root), **parse_settings(settings, E4ETrainConfig)}
     cycle = kw.get("d_reg_every", 16)
     total = warmup + cycle * (cycles + 1)
     cfg = e4e_config(kw, device, root / f"e4e_{name}_{mode}", "fast", device != "cpu",
@@ -194,7 +197,7 @@ def e4e_profile(name, mode, device, root: Path, cycles: int, warmup: int, trace_
         tr.train_step(step, x)
 
     r = profile_steps(run_step, warmup, cycle, cycles, tr, dev, trace)
-    r.update(trainer="e4e", config=name, mode=mode, batch=cfg.batch_size)
+    r.update(trainer="e4e", config=name, mode=mode, batch=cfg.batch_size, settings=settings)
     r["images_per_s"] = 1e3 * cfg.batch_size / r["ms_per_step"]
     del tr, batches
     _free(dev)
@@ -231,6 +234,9 @@ def main():
     ap.add_argument("--e4e-modes", nargs="+", choices=["eager", "compiled"], help="e4e rows (default: --modes)")
     ap.add_argument("--gan-set", nargs="+", default=[""], metavar="SETTINGS",
                     help="GAN variants, each a quoted list of KEY=VALUE GANTrainConfig settings ('' = defaults)")
+    ap.add_argument("--e4e-set", nargs="+", default=[""], metavar="SETTINGS",
+                    help="e4e variants, each a quoted list of KEY=VALUE E4ETrainConfig settings, e.g. "
+                         "'compile_mode=reduce-overhead' ('' = defaults)")
     ap.add_argument("--cycles", type=int, default=2, help="timed lazy-regularisation cycles (16 steps each)")
     ap.add_argument("--warmup", type=int, default=18, help="steps before timing (compiles every graph)")
     ap.add_argument("--root", help="folder for the random weights and images (default: a temporary one)")
@@ -246,10 +252,9 @@ def main():
     if torch.cuda.is_available():
         print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}")
     jobs = [(gan_profile, c, m, v) for c in a.gan_configs for m in a.modes for v in a.gan_set]
-    jobs += [(e4e_profile, c, m, None) for c in a.e4e_configs for m in (a.e4e_modes or a.modes)]
+    jobs += [(e4e_profile, c, m, v) for c in a.e4e_configs for m in (a.e4e_modes or a.modes) for v in a.e4e_set]
     for fn, c, m, v in jobs:
-        extra = () if v is None else (v,)
-        r = fn(c, m, a.device, root, a.cycles, a.warmup, a.trace_dir, *extra)
+        r = fn(c, m, a.device, root, a.cycles, a.warmup, a.trace_dir, v)
         print_row(r)
         if a.json:
             with open(a.json, "a") as f:

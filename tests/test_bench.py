@@ -175,6 +175,9 @@ def test_train_profile_helpers():
     assert tp.busy_time([]) == 0
     assert tp.parse_settings("channels_last=true reg_bf16=0 batch=32") == {
         "channels_last": True, "reg_bf16": False, "batch": 32}
+    from e4e.train.e4e import E4ETrainConfig
+    assert tp.parse_settings("compile_mode=reduce-overhead batch_size=4", E4ETrainConfig) == {
+        "compile_mode": "reduce-overhead", "batch_size": 4}
 
 
 @pytest.mark.slow
@@ -183,12 +186,14 @@ def test_train_profile_cpu_smoke(tmp_path):
     out = tmp_path / "rows.jsonl"
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "train_profile.py"), "--device", "cpu",
                         "--gan-configs", "tiny", "--e4e-configs", "tiny", "--modes", "eager", "--cycles", "1",
-                        "--warmup", "1", "--root", str(tmp_path / "w"), "--json", str(out)],
+                        "--warmup", "1", "--root", str(tmp_path / "w"), "--json", str(out),
+                        "--e4e-set", "compile_mode=reduce-overhead"],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(x["trainer"], x["config"], x["mode"]) for x in rows] == [("gan", "tiny", "eager"), ("e4e", "tiny", "eager")]
     gan, e4e = rows
+    assert e4e["settings"] == "compile_mode=reduce-overhead"  # eager on CPU: the setting is carried, not used
     assert {"D R1 (eager)", "G path length (eager)", "G main: forward"} <= set(gan["phases"])
     assert set(e4e["phases"]) == {"latent D: codes (mapping, encoder, pools)", "latent D: loss + Adam",
                                   "latent D: R1", "encoder objective: forward", "encoder objective: backward",

@@ -339,6 +339,22 @@ def test_results_doc_table_escapes_pipes_and_drops_empty_columns():
     assert all(line.replace("\\|", "").count("|") == cells[0].replace("\\|", "").count("|") for line in cells)
 
 
+def test_results_doc_fixed_strength_table_scores_every_attribute():
+    rd = results_doc()
+
+    def c(m, a, s, success, perc, kind="codes_wplus"):
+        return {"method": m, "kind": kind, "attribute": a, "strength": s, "success": success, "edit_perceptual": perc}
+    curves = [c("e4e", "smile", "0.0", "0.1", "1.5"), c("e4e", "smile", "2.0", "0.9", "1.4"),
+              c("psp", "smile", "0.0", "0.2", "1.45"), c("psp", "smile", "2.0", "0.8", "1.6"),
+              c("e4e", "hat", "2.0", "0.5", "3.0"), c("e4e", "hat", "s90", "0.9", "9.9"),
+              c("e4e", "smile", "2.0", "0.0", "7.7", kind="ifg_samples")]
+    head, rule, smile, hat = rd.fixed_strength(curves, "codes_wplus", 2.0, ["smile", "hat"])[4:8]
+    assert head.startswith("| attribute | e4e success ↑ | psp success ↑ | e4e edit perceptual ↓")
+    assert smile == "| smile | 0.900 | 0.800 | 1.400 | 1.600 | 1.500 | 1.450 |"
+    assert hat == "| hat | 0.500 | – | 3.000 | – | – | – |"  # s90 and other kinds are not mixed in
+    assert rd.fixed_strength(curves, "codes_wplus", 3.0, ["smile"]) == []  # no such curve strength
+
+
 def test_results_doc_verdicts_follow_the_numbers():
     rd = results_doc()
     summary = {"e4e": {"mse": "0.11", "perceptual": "0.21", "ms_ssim": "0.8", "success": "0.9", "preservation": "0.8",

@@ -233,6 +233,9 @@ def test_edit_success_preservation_and_zero_distortion_at_the_truth(exact_setup,
     scorers = Scorers(perceptual=l1_distance, features=feats)
     with torch.no_grad():
         real = {"smile": {"1": feats(truths).double()}}
+    rendered = []  # codes the edits render: the strength-0 "edits" reuse the reconstruction
+    real_render = bm.render
+    monkeypatch.setattr(bm, "render", lambda g, c, size: (rendered.append(c.shape[0]), real_render(g, c, size))[1])
     row, curves, sheet = bm.benchmark_method("e4e", sources, pairs, dict(zip(["t0", "t1"], truths)), truth_labels,
                                              [d], {"e4e": exact}, scorers, judge, real, opts)
     cell = {c["strength"]: c for c in curves}
@@ -244,6 +247,7 @@ def test_edit_success_preservation_and_zero_distortion_at_the_truth(exact_setup,
     zero = cell["0.0"]  # no edit: the inversion (= the source), judged 0, as far from the truth as the source
     assert zero["success"] == 0 and zero["preservation"] == 1
     assert zero["edit_mse"] == pytest.approx(float(metrics.mse(sources, truths).mean()), rel=1e-5)
+    assert sum(rendered) == 2  # the two s90 edits only
     assert row["mse"] < 1e-10 and row["images"] == 2
     assert len(sheet) == 8  # two pairs x (input, inversion, edit, truth)
     torch.testing.assert_close(sheet[2], truths[0], atol=1e-5, rtol=0)

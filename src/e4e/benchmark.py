@@ -290,6 +290,9 @@ def calibrate(generator: nn.Module, judge: nn.Module, dirs: list[Direction], w: 
             continue
         rates = []
         for s in grid:
+            if s == 0:  # unedited, these images lack the target by choice: nothing to render
+                rates.append(0.0)
+                continue
             moved = edit_codes(start, d.vector, s)
             imgs = torch.cat([render(generator, c, size) for c in moved.split(chunk)]).clamp(-1, 1)
             got = label_strings(judge, imgs, [d.attribute], chunk)[d.attribute]
@@ -389,8 +392,9 @@ def _score_pairs(unit, sources, pairs_of, truths, truth_labels, by_key, scorers,
     x = sources[unit.start:unit.start + b].to(device)
     recon = score_unit(unit, x, reencode, lec_dirs, scorers, eo, totals)
     real.append(scorers.features(x).double().cpu())
-    # every (pair, kind, strength) edit of this unit, rendered and scored in chunks of the batch size
-    jobs, moved = [], []  # (pair, kind, strength label, strength, direction)
+    # every (pair, kind, strength) edit of this unit, rendered and scored in chunks of the batch size; a
+    # strength-0 edit is the reconstruction itself (the same codes, the same render): reused, not rendered
+    jobs, moved = [], []  # (pair, kind, strength label, strength, direction); edited codes or None
     for i in range(b):
         for p in pairs_of[unit.start + i]:
             for kind in KINDS:
@@ -400,13 +404,16 @@ def _score_pairs(unit, sources, pairs_of, truths, truth_labels, by_key, scorers,
                 points = [(str(s), s) for s in opts.strengths] + ([(S90, d.s90)] if d.s90 is not None else [])
                 for label, s in points:
                     jobs.append((i, p, kind, label, s, d))
-                    moved.append(edit_codes(unit.codes[i:i + 1], d.vector, s))
+                    moved.append(None if s == 0 else edit_codes(unit.codes[i:i + 1], d.vector, s))
     if not jobs:
         return
     attrs = tuple(next(iter(truth_labels.values())))
     for k in range(0, len(jobs), chunk):
         part = jobs[k:k + chunk]
-        edited = render(unit.generator, torch.cat(moved[k:k + chunk]), size).clamp(-1, 1)
+        todo = [m for m in moved[k:k + chunk] if m is not None]
+        rendered = iter(render(unit.generator, torch.cat(todo), size).clamp(-1, 1) if todo else [])
+        edited = torch.stack([recon[i] if m is None else next(rendered)
+                              for (i, *_), m in zip(part, moved[k:k + chunk])])
         t = torch.stack([truths[p["file"]] for _, p, *_ in part]).to(device)
         got = label_strings(judge, edited, attrs, chunk)
         feats = scorers.features(edited).double().cpu()

@@ -71,6 +71,15 @@ def _text_size(draw, text, f) -> tuple[int, int]:
     return box[2] - box[0], box[3] - box[1]
 
 
+def _rotated_label(draw, text: str, f) -> Image.Image:
+    """The text on a transparent image turned 90 degrees (reading upwards), glyphs whole: the text box
+    starts below and right of the origin (the font's ascent), so it is drawn shifted back by that much."""
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=f)
+    label = Image.new("RGBA", (x1 - x0 + 8, y1 - y0 + 8), (255, 255, 255, 0))
+    ImageDraw.Draw(label).text((4 - x0, 4 - y0), text, font=f, fill="black")
+    return label.rotate(90, expand=True)
+
+
 def _draw_panel(img: Image.Image, box: tuple[int, int, int, int], panel: Panel, styles: dict, fs: int) -> None:
     draw = ImageDraw.Draw(img)
     f, f_small, f_title = font(fs), font(fs - 2), font(fs + 2)
@@ -109,10 +118,7 @@ def _draw_panel(img: Image.Image, box: tuple[int, int, int, int], panel: Panel, 
     draw.rectangle([px0, py0, px1, py1], outline="black")
     draw.text(((px0 + px1) / 2, bottom - fs - 4), panel.x_label, font=f, fill="black", anchor="ms")
     # rotated y label
-    w, h = _text_size(draw, panel.y_label, f)
-    label = Image.new("RGBA", (w + 8, h + 8), (255, 255, 255, 0))
-    ImageDraw.Draw(label).text((4, 4), panel.y_label, font=f, fill="black")
-    label = label.rotate(90, expand=True)
+    label = _rotated_label(draw, panel.y_label, f)
     img.paste(label, (left + 2, int((py0 + py1) / 2 - label.height / 2)), label)
     r = max(5, fs // 2)
     taken = [(sx(x) - r - 5, sy(y) - r - 5, sx(x) + r + 5, sy(y) + r + 5) for _, x, y in pts]
@@ -228,10 +234,7 @@ def _draw_bars(img: Image.Image, box: tuple[int, int, int, int], panel: BarPanel
             draw.rectangle([x0 + si * bar_w, min(sy(v), sy(0)), x0 + (si + 1) * bar_w - 1, max(sy(v), sy(0))],
                            fill=color, outline="black")
         draw.text((px0 + (gi + 0.5) * slot, py1 + 6), name, font=f_small, fill="black", anchor="ma")
-    w, h = _text_size(draw, panel.y_label, f)
-    label = Image.new("RGBA", (w + 8, h + 8), (255, 255, 255, 0))
-    ImageDraw.Draw(label).text((4, 4), panel.y_label, font=f, fill="black")
-    label = label.rotate(90, expand=True)
+    label = _rotated_label(draw, panel.y_label, f)
     img.paste(label, (left + 2, int((py0 + py1) / 2 - label.height / 2)), label)
 
 

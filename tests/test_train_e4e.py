@@ -51,6 +51,33 @@ def test_batch_plan_is_deterministic_and_covers_each_epoch():
     assert torch.equal(plan.flips(5), BatchPlan(10, 4, seed=1).flips(5))
 
 
+def test_batch_plan_gives_the_same_batches_to_concurrent_readers():
+    """The reference trainers' prefetcher asks one plan for several steps from its worker threads, across
+    epoch boundaries. The plan keeps one epoch's permutation; a thread must never read another epoch's
+    (it did: a flaky mismatch between disk and resident batches)."""
+    import sys
+    import threading
+    want = {s: BatchPlan(10, 4, seed=3).indices(s) for s in range(40)}
+    plan, wrong = BatchPlan(10, 4, seed=3), []
+
+    def read(offset):
+        for k in range(400):
+            s = (offset + 3 * k) % 40  # steps of many epochs, interleaved with the other threads
+            if plan.indices(s) != want[s]:
+                wrong.append(s)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race shows within the test
+    try:
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert wrong == []
+
+
 def test_missing_lpips_weights_is_one_clear_line(tiny_world, tmp_path):
     from e4e.errors import E4EError
     with pytest.raises(E4EError, match="LPIPS needs .*--lpips-backbone.*lpips_lambda=0"):

@@ -28,17 +28,20 @@ class BatchPlan:
             raise E4EError(f"{source}: {n} readable images but a batch of {batch}: lower the batch size or add images")
         self.n, self.batch, self.seed, self.hflip = n, batch, seed, hflip
         self.per_epoch = n // batch
-        self._epoch, self._perm = None, None
+        self._cached = (None, None)  # (epoch, its permutation): one object, so a reader sees a matching pair
 
     def indices(self, step: int) -> list[int]:
         return self.index_tensor(step).tolist()
 
     def index_tensor(self, step: int) -> torch.Tensor:
+        """Safe from several threads (the prefetcher's workers ask for steps of different epochs at once):
+        the cached pair is read once and replaced whole, never updated field by field."""
         epoch, b = divmod(step, self.per_epoch)
-        if epoch != self._epoch:
-            self._perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
-            self._epoch = epoch
-        return self._perm[b * self.batch:(b + 1) * self.batch]
+        cached_epoch, perm = self._cached
+        if cached_epoch != epoch:
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+            self._cached = (epoch, perm)
+        return perm[b * self.batch:(b + 1) * self.batch]
 
     def epoch_tensors(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices (per_epoch, batch), flips (per_epoch, batch)) of every step of one epoch."""

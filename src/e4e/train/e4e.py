@@ -43,7 +43,7 @@ from e4e.train.data import BatchPlan, prefetch_batches  # noqa: F401 (BatchPlan 
 from e4e.train.phases import NO_PHASES
 # the options and presets live in e4e.train.options (no torch there, so `e4e train --help` is instant)
 from e4e.train.options import DERIVED_OPTS, PRESET_DEFAULTS, PRESETS, E4ETrainConfig, resolve_config  # noqa: F401
-from e4e.train.runs import Deadline, JsonlLog, existing_run
+from e4e.train.runs import Deadline, JsonlLog, existing_run, graphed
 
 
 def progressive_stage(step: int, cfg: E4ETrainConfig, n_styles: int) -> int | str:
@@ -142,7 +142,6 @@ class E4ETrainer:
         self._fake_codes = torch.compile(self.masked_codes, mode=mode) if self.compiled else self.masked_codes
         # CUDA graphs: each step starts a new generation; what outlives it (codes for the pools, logs, the
         # last images) is copied out of the graphs' memory
-        from e4e.train.runs import graphed
         self.graphed = self.compiled and self.dev.type == "cuda" and graphed(cfg.compile_mode)
         self._masks = {}
         self.clock = NO_PHASES  # bench/train_profile.py times the phases marked in train_step()

@@ -10,6 +10,7 @@ from typing import ClassVar
 from pathlib import Path
 
 from e4e.errors import E4EError
+from e4e.train.runs import COMPILE_MODES
 
 # Official dataset presets (configs/data_configs.py + transforms_config.py of the official code), plus our
 # our emoji and avatar domains. size = (H, W) the images are resized to; crop = rows of the 256x256 output compared with
@@ -116,7 +117,6 @@ class E4ETrainConfig:
             raise E4EError(f"impl {self.impl!r}: use fast or reference")
         if self.compile not in ("auto", "on", "off"):
             raise E4EError(f"compile {self.compile!r}: use auto, on or off")
-        from e4e.train.runs import COMPILE_MODES
         if self.compile_mode not in COMPILE_MODES:
             raise E4EError(f"compile_mode {self.compile_mode!r}: use one of {', '.join(COMPILE_MODES)}")
         if self.perceptual not in ("lpips", "efficientnet"):

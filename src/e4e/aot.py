@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from e4e.errors import E4EError
+from e4e.errors import E4EError, first_line
 
 # the code whose change changes the compiled graph (files under src/e4e)
 _CODE = ("nets", "ops", "inverter.py", "aot.py")
@@ -124,8 +124,7 @@ class AotInverter:
                     build_package(self.module, x, path)
                     runner = load_package(self.module, path)
                 except Exception as e:  # noqa: BLE001 - no C++ compiler, an op export can't take, ...
-                    msg = (str(e).strip().splitlines() or [""])[0][:200]
-                    raise E4EError(f"ahead-of-time compile failed ({type(e).__name__}: {msg}); "
+                    raise E4EError(f"ahead-of-time compile failed ({type(e).__name__}: {first_line(e, default='')}); "
                                    "run without --aot") from e
             self.runners[shape] = runner
         return self.runners[shape]

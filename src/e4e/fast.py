@@ -28,10 +28,12 @@ machine reuses it instead of compiling again.
 """
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import torch
 
+from e4e.errors import first_line
 from e4e.ops.impl import check_impl, triton_available
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
@@ -200,10 +202,8 @@ class GraphedForward:
             try:
                 self.graphs[key] = self._capture(x)
             except RuntimeError as e:
-                import sys
                 self.failed = True
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                print(f"e4e: CUDA graph capture failed ({first}); running eager", file=sys.stderr)
+                print(f"e4e: CUDA graph capture failed ({first_line(e)}); running eager", file=sys.stderr)
                 return self.forward(x)
         graph, static_x, static_out = self.graphs[key]
         static_x.copy_(x)

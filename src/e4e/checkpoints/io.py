@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from e4e.checkpoints.strict import load_state_dict_checked  # noqa: F401 (re-exported: every format's loader)
-from e4e.errors import E4EError
+from e4e.errors import E4EError, first_line
 
 
 # The mean latent of a generator whose file has none: one seeded recipe everywhere (checkpoints, sampling,
@@ -68,7 +68,7 @@ def torch_load(path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
-        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        first = first_line(e, limit=None)
         if "Weights only load failed" in text or "Unsupported global" in text:
             if "Unsupported operand" in text:
                 raise E4EError(f"{path}: uses pickle opcodes torch.load(weights_only=True) cannot read (the legacy "
@@ -79,7 +79,7 @@ def torch_load(path) -> object:
                            "which allows only tensors and plain containers (re-save the tensors in a plain dict)") from None
         raise E4EError(f"{path}: not a PyTorch checkpoint ({first})") from None
     except Exception as e:  # torch raises many types (RuntimeError, KeyError, EOFError...) on bad bytes
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e, limit=None)
         cut = ("zip archive", "central directory", "truncated", "unexpected EOF", "Invalid argument",
                "unpack requires a buffer", "index out of range")
         if isinstance(e, EOFError) or any(c in msg for c in cut):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from e4e.checkpoints.strict import mismatch
-from e4e.errors import E4EError
+from e4e.errors import E4EError, first_line
 from e4e.nets.encoders import OFFICIAL_WIDTHS, build_body, input_layer, stage_units
 
 
@@ -88,8 +88,7 @@ def load_ir_se50(path, hint: str = "") -> IdentityNet:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise E4EError(f"cannot read ArcFace weights {path}: {first_line}{suffix}") from None
+        raise E4EError(f"cannot read ArcFace weights {path}: {first_line(exc)}{suffix}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise E4EError(f"{path} is not an ArcFace IR-SE50 state dict (expected model_ir_se50.pth){suffix}")
     backbone = Backbone(input_size=112, num_layers=50, drop_ratio=0.6, mode="ir_se")

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from e4e.checkpoints.io import seeded_mean_latent
 from e4e.checkpoints.rosinality import load_gan_state, save_gan_state, save_rosinality
-from e4e.errors import E4EError
+from e4e.errors import E4EError, first_line
 from e4e.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
 from e4e.nets.stylegan2 import Generator, GeneratorConfig
 from e4e.train import dist as D
@@ -375,8 +375,7 @@ class GANTrainer:
             self.g.load_state_dict(ck["g"]), self.d.load_state_dict(ck["d"]), self.g_ema.load_state_dict(ck["g_ema"])
             self.g_opt.load_state_dict(ck["g_optim"]), self.d_opt.load_state_dict(ck["d_optim"])
         except (RuntimeError, ValueError, KeyError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise E4EError(f"{where}: does not fit this configuration ({first[:200]})") from None
+            raise E4EError(f"{where}: does not fit this configuration ({first_line(e)})") from None
         self.step_count = int(ck["step"])
         self.mean_path_length = ck["mean_path_length"].to(self.info.device)
         rng = ck.get("rng")

@@ -137,7 +137,7 @@ class E4ETrainer:
         self.d_train = DDP(self.disc, device_ids=ids) if (w and self.disc is not None) else self.disc
         use_compile = {"on": True, "off": False}.get(cfg.compile, fast and self.dev.type == "cuda" and not w)
         self.compiled = use_compile and self.masked
-        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+        mode = cfg.compile_mode  # torch.compile's own names ("default" included)
         self._objective = torch.compile(self.masked_objective, mode=mode) if self.compiled else self.masked_objective
         self._fake_codes = torch.compile(self.masked_codes, mode=mode) if self.compiled else self.masked_codes
         # CUDA graphs: each step starts a new generation; what outlives it (codes for the pools, logs, the

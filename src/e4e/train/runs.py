@@ -23,7 +23,7 @@ from e4e.errors import E4EError
 from e4e.outputs import atomic_write
 
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile(mode=)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's names
 
 
 def graphed(mode: str) -> bool:

@@ -271,9 +271,8 @@ class GANTrainer:
         self.d_train = DDP(self.d, **ddp) if info.world > 1 else self.d
         use_compile = {"on": True, "off": False}.get(cfg.compile, fast and dev.type == "cuda" and info.world == 1)
         self.compiled = use_compile
-        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
-        self._d_main = torch.compile(d_main_loss, mode=mode) if use_compile else d_main_loss
-        self._g_main = torch.compile(g_main_loss, mode=mode) if use_compile else g_main_loss
+        self._d_main = torch.compile(d_main_loss, mode=cfg.compile_mode) if use_compile else d_main_loss
+        self._g_main = torch.compile(g_main_loss, mode=cfg.compile_mode) if use_compile else g_main_loss
         # CUDA graphs replay into fixed buffers: each step starts a new generation of them, and what a step
         # keeps (its stats) is copied out of them
         self.graphed = use_compile and dev.type == "cuda" and graphed(cfg.compile_mode)

@@ -11,6 +11,10 @@ loading it takes no tracing. The weights are not baked in (`package_constants_in
 reads the live module's parameters (`load_constants(..., user_managed=True)`), so one package serves any
 weights of the same architecture and follows in-place weight updates.
 
+On CUDA it is refused (E4EError): with torch 2.11 + CUDA 13 on an H100 (2026-12-07) the process died with a
+segfault inside aoti_load_package, for the tiny test model in fp32; torch.compile (compile=True) is the
+GPU's compiled path.
+
 Packages live in compile_cache_dir()/aot/<key>.pt2; the key hashes what the compiled graph depends on:
 torch's version, the device, precision, op implementation, batch and input shape, the module's structure
 (its repr and every parameter's and buffer's name, shape, strides and dtype) and the source of this package's
@@ -102,6 +106,10 @@ class AotInverter:
     graph."""
 
     def __init__(self, inv, precision: str, impl: str, cache_dir: Path):
+        if next(inv.parameters()).device.type == "cuda":
+            # a segfault cannot be caught: refuse rather than lose the user's process
+            raise E4EError("--aot runs on the CPU only: loading an AOTInductor package crashed the process "
+                           "on CUDA (torch 2.11, H100, docs/benchmarks.md); on a GPU use --compile")
         self.module = AotForward(inv, precision == "bf16").eval()
         self.precision, self.impl, self.dir = precision, impl, Path(cache_dir) / "aot"
         self.runners = {}

@@ -10,13 +10,18 @@ Defaults (precision="auto", impl=None):
 - CUDA: TF32 tensor cores for convolutions and matmuls (what PyTorch's cuDNN default gives the official
   code; images 2e-3 to 3e-3 from fp32 in earlier runs), shared-weight modulated convs with the
   demodulation, noise, bias and activation fused in one Triton kernel per layer (the PyTorch reference
-  where Triton is missing), NHWC encoder. No flag, no compile wait.
+  where Triton is missing), encoder and generator NHWC, and the eager forward replayed from one CUDA
+  graph per bucket of batch sizes (GraphedForward). No flag, no compile wait. Measured on an H100
+  (2026-12-07, docs/benchmarks.md): 2.08x / 1.87x the official code at batch 8 / 16 (1.43x / 1.48x
+  without the NHWC generator and the graphs), 5.5 GiB at batch 8 (official 6.5), error 2.5e-3.
 - CPU: fp32 and the reference forms, unchanged (the exact reference numbers).
 precision="fp32" is the strict reference on every device (no TF32); "bf16" is bfloat16 autocast
 (images within ~3e-2, codes within ~1e-4: faster, but not a default).
 
-graphs=True: no compiling; the eager kernels replayed from one CUDA graph per bucket (GraphedForward),
-which removes the host's per-kernel launch cost (an option until measured against the default).
+graphs (default on CUDA except strict fp32 and compile): no compiling; the eager kernels replayed from
+one CUDA graph per bucket (GraphedForward), which removes the host's per-kernel launch cost.
+channels_last (same default): the generator NHWC, so cuDNN's tensor-core convolutions need no layout
+transposes (the Triton blur takes NHWC). Strict fp32 keeps the plain NCHW eager reference.
 compile="aot": the same graph compiled ahead of time by AOTInductor (e4e.aot): one package per bucket
 kept in compile_cache_dir()/aot, which a later process loads without tracing (no Dynamo, no CUDA graphs).
 
@@ -29,6 +34,7 @@ machine reuses it instead of compiling again.
 import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -80,13 +86,14 @@ def precision_scope(precision: str, device: torch.device):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def configure(inv, impl: str | None = None, compile: bool = False, channels_last: bool = False) -> str:
+def configure(inv, impl: str | None = None, compile: bool = False, channels_last: bool | None = False) -> str:
     """Set the inverter's networks up for fast inference on their device; -> the op implementation used.
 
     On CUDA the generator runs the shared-weight modulated conv (one weight for the whole batch, fused
     epilogue) and the encoder NHWC; on CPU the reference forms stay (they are faster there).
-    channels_last: the generator NHWC too (off by default: slower eager in 2026-11, when its blur was
-    ATen's depthwise conv; the Triton upfirdn2d takes NHWC, so it is an option to measure again)."""
+    channels_last: the generator NHWC too (prepare turns it on for CUDA's fast paths: with the Triton
+    upfirdn2d taking NHWC it was 1.5-1.9x faster in TF32 on an H100; in 2026-11, when the blur was ATen's
+    depthwise conv, it was slower)."""
     dev = next(inv.parameters()).device
     impl = check_impl(impl) if impl is not None else default_impl(dev, compile)
     inv.decoder.configure(grouped=dev.type != "cuda", impl=impl, channels_last=channels_last)
@@ -192,23 +199,28 @@ class GraphedForward:
     def __init__(self, forward):
         self.forward = forward
         self.graphs = {}  # (shape, dtype) -> (graph, static input, static outputs)
+        self.pool = None  # one memory pool for every bucket's graph: a replay's outputs are copied out at
+        # once and the graphs are never replayed together, so one graph's temporaries may reuse another's
         self.failed = False
+        self.lock = threading.Lock()  # one static input per graph: calls from threads (e4e serve) take turns
 
     def __call__(self, x):
         if self.failed:
             return self.forward(x)
         key = (tuple(x.shape), x.dtype)
-        if key not in self.graphs:
-            try:
-                self.graphs[key] = self._capture(x)
-            except RuntimeError as e:
-                self.failed = True
-                print(f"e4e: CUDA graph capture failed ({first_line(e)}); running eager", file=sys.stderr)
-                return self.forward(x)
-        graph, static_x, static_out = self.graphs[key]
-        static_x.copy_(x)
-        graph.replay()
-        return tuple(o.clone() for o in static_out)
+        with self.lock:
+            if key not in self.graphs:
+                try:
+                    self.graphs[key] = self._capture(x)
+                except RuntimeError as e:
+                    self.failed = True
+                    recover_from_failed_capture(x.device)
+                    print(f"e4e: CUDA graph capture failed ({first_line(e)}); running eager", file=sys.stderr)
+                    return self.forward(x)
+            graph, static_x, static_out = self.graphs[key]
+            static_x.copy_(x)
+            graph.replay()
+            return tuple(o.clone() for o in static_out)
 
     def _capture(self, x):
         static_x = x.clone()
@@ -219,30 +231,59 @@ class GraphedForward:
                 self.forward(static_x)
         main.wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: work that other threads launch meanwhile is not an error for this capture
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             static_out = self.forward(static_x)
+        self.pool = self.pool or graph.pool()
         return graph, static_x, static_out
 
 
+def recover_from_failed_capture(device) -> None:
+    """Leave CUDA usable after a capture that raised.
+
+    When a capture fails, PyTorch's capture_end raises before it hands the default CUDA generator back:
+    the generator stays in capture mode and the next random op outside a graph fails ("Offset increment
+    outside graph capture encountered unexpectedly", seen on an H100, 2026-12-07). A capture that
+    succeeds ends that mode, so one of an op with no inputs is run here."""
+    try:
+        torch.cuda.synchronize(device)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, capture_error_mode="thread_local"):
+            torch.zeros(1, device=device)
+    except RuntimeError:  # the eager fallback is still tried: it says for itself what is wrong
+        pass
+
+
+def graphs_by_default(device, precision: str, compile=False) -> bool:
+    """Whether prepare turns on the NHWC generator and CUDA graphs by itself: on CUDA in TF32 or bf16,
+    uncompiled (measured there, docs/benchmarks.md); never for strict fp32, the plain reference."""
+    return torch.device(device).type == "cuda" and resolve_precision(precision, device) != "fp32" and not compile
+
+
 def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int | None = None,
-            compile_mode: str | None = None, impl: str | None = None, channels_last: bool = False,
-            graphs: bool = False):
+            compile_mode: str | None = None, impl: str | None = None, channels_last: bool | None = None,
+            graphs: bool | None = None):
     """-> fn(x) -> (images (B, 3, size, size), W+ codes (B, n_styles, style_dim)), both float32.
 
     precision: "auto" (tf32 on CUDA, fp32 on CPU), "fp32" (strict reference), "tf32", "bf16".
     impl: the generator's op implementation (e4e.ops.impl); None picks default_impl.
-    channels_last: NHWC activations in the generator as well as the encoder (see configure).
+    channels_last: NHWC activations in the generator as well as the encoder (see configure); None: on
+    CUDA in TF32 or bf16 without compile (the measured default), else off.
     compile: True: torch.compile with persistent caches and bucketed batches (see the module docstring);
     "aot": AOTInductor packages per bucket, cached on disk (e4e.aot);
     compile_mode: a torch.compile mode, by default CUDA graphs on GPU ("reduce-overhead"), "default"
     on CPU.
     graphs: without compiling, replay the eager forward from CUDA graphs (GraphedForward), one per
-    bucket of batch sizes as for compile; ignored on CPU and with compile.
+    bucket of batch sizes as for compile; ignored on CPU and with compile; None: as channels_last.
+    The function has .step: what it runs per bucket (a GraphedForward when graphs are on).
     """
     dev = next(inv.parameters()).device
     precision = resolve_precision(precision, dev)
     if compile not in COMPILE_CHOICES:
         raise ValueError(f"compile must be one of {COMPILE_CHOICES}, not {compile!r}")
+    on = graphs_by_default(dev, precision, compile)
+    channels_last = on if channels_last is None else channels_last
+    graphs = on if graphs is None else graphs
     impl = configure(inv, impl, bool(compile), channels_last)
     if dev.type == "cuda":
         limit_cudnn_workspace()
@@ -281,4 +322,5 @@ def prepare(inv, precision: str = "auto", compile: bool = False, batch_size: int
         images, codes = images[:n].float(), codes[:n].float()
         # a CUDA graph's outputs live in its memory pool and are overwritten by the next call
         return (images.clone(), codes.clone()) if compile is True else (images, codes)
+    run.step = step
     return run

@@ -289,7 +289,7 @@ def register(sub):
                         "compiles (about a minute for a 1024px model; cached in ~/.cache/e4e/inductor, so a "
                         "later run on this machine starts warm)")
     p.add_argument("--aot", action="store_true",
-                   help="compile ahead of time (AOTInductor) instead: the first run on a machine compiles, "
+                   help="CPU only: compile ahead of time (AOTInductor) instead: the first run on a machine compiles, "
                         "later runs load the compiled package from ~/.cache/e4e/inductor/aot without tracing")
     p.add_argument("--fit", default="crop", choices=("crop", "pad", "stretch"),
                    help="non-square inputs: centre-crop, pad or stretch to the encoder's square (default crop)")

@@ -10,7 +10,9 @@
 #              after each stage write fp16 safetensors parts of its weights to runs/export/
 # Env: GEN_MIN, ENC_MIN, WATCH_S; BENCH=1 first runs the GPU tests and bench/official_bench.py (BENCH_S);
 # GPU_TESTS=1 runs the ops' GPU tests (tests/test_ops.py -m gpu) beside the dataset build; MEM_PROBE=1
-# runs bench/memory_probe.py there (issue #16's fp32 batch-8 peak);
+# runs bench/memory_probe.py there (issue #16's fp32 batch-8 peak); GPU_TESTS_FILES, GPU_TESTS_S choose them;
+# BENCH_BATCHES, BENCH_ARGS (default: the compiled rows at 64) shape the bench; TRAIN_TESTS=1 runs the
+# trainers' GPU tests after the encoders, one pytest process per file (TRAIN_TESTS_FILES, TRAIN_TESTS_S);
 # SMOKE=0 skips the encoder smoke run beside the generator (it shares the GPU and CPUs with it);
 # ENC_INIT=1 starts the encoders from the shipped ones (e4e: its progressive stages reopen within 220
 # steps, not 1,300); GEN_MIN=0 trains no generator (the encoders train on the embedded one); E4E_BENCH=1
@@ -118,8 +120,8 @@ driver() {
   t=$(date +%s)
   if [ -n "${BENCH:-}${GPU_TESTS:-}" ]; then  # GPU tests beside the dataset build (correctness only: no
     # timing shares the CPUs); GPU_TESTS=1 alone runs only the ops' GPU tests (seconds)
-    timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider $([ -n "${BENCH:-}" ] && echo tests || echo tests/test_ops.py) \
-      > runs/export/gpu_tests.txt 2>&1 &
+    timeout "${GPU_TESTS_S:-240}" python3 -m pytest -q -m gpu -p no:cacheprovider \
+      ${GPU_TESTS_FILES:-$([ -n "${BENCH:-}" ] && echo tests || echo tests/test_ops.py)} > runs/export/gpu_tests.txt 2>&1 &
   fi
   if [ -n "${MEM_PROBE:-}" ]; then  # issue #16's memory question beside the build (memory only: no timing)
     timeout 300 python3 bench/memory_probe.py --json runs/export/memory_probe.json > runs/export/memory_probe.md 2>&1 &
@@ -129,8 +131,8 @@ driver() {
   if [ -n "${BENCH:-}${GPU_TESTS:-}${MEM_PROBE:-}" ]; then wait || true; tail -n 3 runs/export/gpu_tests.txt runs/export/memory_probe.md 2>/dev/null || true; fi
   if [ -n "${BENCH:-}" ]; then  # issue #16's table, alone on the machine, before any training
     t=$(date +%s)
-    timeout 480 python3 bench/official_bench.py --official .carry/encoder4editing --batches 8 16 64 \
-      --official-max-batch 16 --compile --compile-batches 64 --budget-s "${BENCH_S:-400}" \
+    timeout "$(( ${BENCH_S:-400} + 80 ))" python3 bench/official_bench.py --official .carry/encoder4editing \
+      --batches ${BENCH_BATCHES:-8 16 64} --official-max-batch 16 ${BENCH_ARGS---compile --compile-batches 64} --budget-s "${BENCH_S:-400}" \
       --json runs/export/official_bench.json > runs/export/official_bench.md 2>&1 || echo "official_bench failed"
     echo "official bench in $(( $(date +%s) - t )) s"; tail -n 5 runs/export/official_bench.md
   fi
@@ -164,6 +166,16 @@ driver() {
     [ -f "$f" ] || echo "still missing after 10 min: $f"
   done
   train_encoders "$gen"
+  if [ -n "${TRAIN_TESTS:-}" ]; then  # the trainers' GPU tests (compiled, CUDA graphs), after the training:
+    # beside it their compiles slowed the GAN's (349 s instead of ~170, 2026-12-07). One pytest process per
+    # file, so that a crash in one (a segfault) loses only that file's summary
+    t=$(date +%s)
+    for f in ${TRAIN_TESTS_FILES:-tests/test_train_stylegan.py tests/test_train_e4e_fast.py}; do
+      { echo "== $f"; timeout "${TRAIN_TESTS_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider -rf --tb=short "$f" 2>&1
+        echo "exit $?"; } >> runs/export/gpu_tests_train.txt
+    done
+    echo "trainers' GPU tests in $(( $(date +%s) - t )) s"; grep -E "^==|passed|failed|exit" runs/export/gpu_tests_train.txt || true
+  fi
   if [ -n "${E4E_BENCH:-}" ]; then  # alone on the machine: the encoders have finished
     t=$(date +%s)
     timeout "${E4E_BENCH_S:-420}" python3 bench/train_bench.py --configs --e4e-configs avatar128 ffhq \

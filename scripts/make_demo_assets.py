@@ -51,6 +51,9 @@ SEFA_STRENGTH = 1.0  # W standard deviations: the SeFa direction has no label to
 DEFAULT_STRENGTH = 3.0  # W standard deviations, where the judge never saw the target often enough
 DEFAULT_GAPS = 2.0  # the same for codes_wplus, in class gaps (1 gap moves the mean code of one class onto
 # the other's; edits of model version 4 at 3 gaps and more wrecked the image)
+MAX_GAPS = 2.0  # the most a codes_wplus edit of the demo moves: twice the way from one class's mean to the
+# other's. Model version 5's judge saw "hat" on 90 % of inversions only at 3.66 gaps, where the heads had
+# become white blobs (it called blobs hats); at 2 gaps the hats were still drawn on faces
 VARIETY = ("smile", "glasses", "facial_hair", "hat", "hair_colour", "skin_colour")
 CODE_KINDS = ("ifg_codes", "codes_wplus")  # fitted on encoded training images with their true labels
 HOW = {
@@ -104,11 +107,20 @@ def default_strength(kind: str) -> float:
     return DEFAULT_GAPS if kind == "codes_wplus" else DEFAULT_STRENGTH
 
 
+def max_strength(kind: str) -> float | None:
+    """The cap on a calibrated strength of this kind (MAX_GAPS for codes_wplus; none for W directions)."""
+    return MAX_GAPS if kind == "codes_wplus" else None
+
+
 def strength_of(d: bm.Direction, grid, goal: float = 0.9) -> tuple[float, str]:
-    """The strength the demo uses, and why: s90 where the judge reached the goal; else the default of the
-    direction's unit, DEFAULT_GAPS or DEFAULT_STRENGTH (a curve that never gets there says nothing reliable
-    about where it would: its best point on a few dozen images is noise)."""
+    """The strength the demo uses, and why: s90 where the judge reached the goal, at most max_strength
+    (past it the judge can be satisfied by a wrecked image); else the default of the direction's unit,
+    DEFAULT_GAPS or DEFAULT_STRENGTH (a curve that never gets there says nothing reliable about where it
+    would: its best point on a few dozen images is noise)."""
     default = default_strength(d.kind)
+    cap = max_strength(d.kind)
+    if d.s90 is not None and cap is not None and d.s90 > cap:
+        return cap, f"s{goal * 100:.0f} {d.s90:.2f} above the cap: {cap:g}"
     if d.s90 is not None:
         return d.s90, f"s{goal * 100:.0f}"
     if not d.calibration:
@@ -175,7 +187,8 @@ def build(data_dir, out, inv, judge, labeller, opts: bm.DirectionOptions, n_sour
         "strength": f"the smallest strength at which the evaluation classifier {files.get('judge')} sees the "
                     f"target on {opts.goal:.0%} of {calibrated_on} that lacked it "
                     f"(grid {', '.join(f'{s:g}' for s in opts.calib_grid)}, linear interpolation; "
-                    f"test pairs never used), else {default_strength(kind):g}; "
+                    f"test pairs never used), else {default_strength(kind):g}"
+                    + (f"; at most {max_strength(kind):g}" if max_strength(kind) is not None else "") + "; "
                     "per direction in info['strength'] and info['strength_rule']",
         "model": files.get("model"), "model_sha256": files.get("model_sha256"),
         "judge": files.get("judge"), "labeller": files.get("labeller") if kind not in CODE_KINDS else None,

@@ -85,6 +85,19 @@ def test_assets_script_writes_directions_and_a_small_dataset(tiny_assets):
         assert (assets / "samples" / p["file"]).read_bytes() == (root / "data" / orig["file"]).read_bytes()
 
 
+def test_calibrated_strengths_are_capped_for_class_gap_directions():
+    """A judge can be satisfied by a wrecked image: codes_wplus strengths stop at MAX_GAPS; W ones do not."""
+    mod = load_script()
+    v = torch.zeros(4, 8)
+    far = bm.Direction("codes_wplus", "hat", "1", v, {}, 3.66, [0.06, 0.36, 0.6, 0.72, 0.83, 0.94])
+    near = bm.Direction("codes_wplus", "hat", "0", v, {}, 1.83, [0.18, 0.29, 0.82, 0.94])
+    w_far = bm.Direction("ifg_samples", "hat", "1", v[0], {}, 4.5, [0.1, 0.5, 0.9])
+    grid = (0.5, 1, 1.5, 2, 3, 4)
+    assert mod.strength_of(far, grid) == (mod.MAX_GAPS, f"s90 3.66 above the cap: {mod.MAX_GAPS:g}")
+    assert mod.strength_of(near, grid) == (1.83, "s90")
+    assert mod.strength_of(w_far, grid) == (4.5, "s90")
+
+
 def test_pick_sources_wants_complete_and_varied_sources():
     mod = load_script()
     labels, pairs = [], []

@@ -47,6 +47,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 from bench import CONFIGS, count_flops, matmul_peak, time_fn  # noqa: E402
+from e4e.errors import first_line  # noqa: E402
 from e4e.fast import prepare  # noqa: E402
 
 
@@ -273,7 +274,7 @@ def main():
             try:
                 add(dict(case=case, batch=batch, **measure(make_fn(), dev, ref, flops, batch, peaks["bf16"])))
             except RuntimeError as e:  # OOM, or cuDNN finding no engine for a layer in this mode
-                add(dict(case=case, batch=batch, failed=str(e).splitlines()[0][:120]))
+                add(dict(case=case, batch=batch, failed=first_line(e, limit=120)))
                 torch.cuda.empty_cache()
         del ref
         torch.cuda.empty_cache()
@@ -312,7 +313,7 @@ def main():
                 row["first_call_s"] = time.perf_counter() - t0
                 add(dict(case=case + " (this process: cold caches)", batch=batch, **row))
             except RuntimeError as e:
-                add(dict(case=case, batch=batch, failed=str(e).splitlines()[0][:120]))
+                add(dict(case=case, batch=batch, failed=first_line(e, limit=120)))
             del ref
             torch.cuda.empty_cache()
             if not over_budget(case + " (second process)", batch):

@@ -179,6 +179,7 @@ def build(data_dir, out, inv, judge, labeller, opts: bm.DirectionOptions, n_sour
                              {"strength": SEFA_STRENGTH, "strength_rule": "fixed (no label to calibrate on)",
                               "how": "the top SeFa eigenvector of every modulation layer, one W std long"}))
     files = files or {}
+    cap = max_strength(kind)
     calibrated_on = bm.CALIBRATED_ON[opts.calib_on].format(n=opts.calib_samples, codes=opts.codes)
     info = {
         "made_by": "scripts/make_demo_assets.py",
@@ -188,7 +189,7 @@ def build(data_dir, out, inv, judge, labeller, opts: bm.DirectionOptions, n_sour
                     f"target on {opts.goal:.0%} of {calibrated_on} that lacked it "
                     f"(grid {', '.join(f'{s:g}' for s in opts.calib_grid)}, linear interpolation; "
                     f"test pairs never used), else {default_strength(kind):g}"
-                    + (f"; at most {max_strength(kind):g}" if max_strength(kind) is not None else "") + "; "
+                    + ("" if cap is None else f"; at most {cap:g}") + "; "
                     "per direction in info['strength'] and info['strength_rule']",
         "model": files.get("model"), "model_sha256": files.get("model_sha256"),
         "judge": files.get("judge"), "labeller": files.get("labeller") if kind not in CODE_KINDS else None,

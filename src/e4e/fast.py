@@ -86,7 +86,7 @@ def precision_scope(precision: str, device: torch.device):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def configure(inv, impl: str | None = None, compile: bool = False, channels_last: bool | None = False) -> str:
+def configure(inv, impl: str | None = None, compile: bool = False, channels_last: bool = False) -> str:
     """Set the inverter's networks up for fast inference on their device; -> the op implementation used.
 
     On CUDA the generator runs the shared-weight modulated conv (one weight for the whole batch, fused

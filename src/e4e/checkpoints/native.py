@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from e4e.errors import E4EError
+from e4e.errors import E4EError, first_line
 from e4e.outputs import atomic_write
 
 FORMAT = "e4e.v1"
@@ -47,7 +47,7 @@ def load_native(path) -> tuple[dict[str, dict], dict[str, dict], dict, dict]:
             meta = f.metadata() or {}
         flat = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise E4EError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+        raise E4EError(f"{path}: not a readable safetensors file ({first_line(e, limit=None)})") from None
     if meta.get("format") != FORMAT:
         raise E4EError(f"{path}: a safetensors file but not an e4e checkpoint (format {meta.get('format')!r})")
     names = _meta_json(meta, "parts", list, path)

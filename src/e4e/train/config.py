@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from e4e.errors import E4EError
+from e4e.errors import E4EError, first_line
 
 
 def _coerce(name: str, value, typ):
@@ -80,7 +80,7 @@ def read_config_file(path) -> dict:
         text = p.read_text()
         loaded = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
-        raise E4EError(f"{p}: cannot parse config ({str(e).splitlines()[0]})") from None
+        raise E4EError(f"{p}: cannot parse config ({first_line(e, limit=None)})") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise E4EError(f"{p}: config must be a mapping of option: value")
     return loaded or {}

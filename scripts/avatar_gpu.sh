@@ -23,7 +23,8 @@
 # adds compiled rows: the default compile and compile_mode=reduce-overhead, GAN_GRAPHS_S); RESUME=1
 # continues the GAN run kept in models/avatar/state (g, d) and the embedded generator (g_ema); PAIRS=1 last
 # runs issue #18's benchmark (bench/avatar_pairs.sh, PAIRS_S, PAIRS_ARGS) on the models this lease made, or
-# the shipped ones, and exports runs/export/pairs_bench.tgz; COUNT, GEN_SET, ENC_SET (extra settings: CPU smoke tests).
+# the shipped ones, and exports runs/export/pairs_bench.tgz; COUNT, GEN_SET, ENC_SET, PSP_SET (extra settings; PSP_SET: pSp's
+# only, e.g. "--w_norm_lambda 5e-4"; CPU smoke tests).
 # A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is loaded first.
 set -euo pipefail
 PHASE=${1:?phase: start, watch or driver}
@@ -64,7 +65,7 @@ encoder_flags() {  # encoder_flags GENERATOR KIND EXP_DIR MINUTES
       ${ENC_SET:-}
   else
     echo "${common[@]}" ${ENC_INIT:+--encoder_init models/avatar/psp_avatar128.safetensors} \
-      --encoder_type GradualStyleEncoder --w_discriminator_lambda 0 --delta_norm_lambda 0 ${ENC_SET:-}
+      --encoder_type GradualStyleEncoder --w_discriminator_lambda 0 --delta_norm_lambda 0 ${ENC_SET:-} ${PSP_SET:-}
   fi
 }
 

@@ -12,6 +12,7 @@ import os
 import pytest
 import torch
 
+from e4e.errors import E4EError
 from e4e.nets.encoders import EncoderConfig, build_encoder
 from e4e.train.e4e import E4ETrainConfig, E4ETrainer, progressive_stage
 
@@ -184,3 +185,29 @@ def test_cuda_graphed_steps_equal_the_default_compile(world32, tmp_path):
     assert_same_training(*recs)
     (_, a), (_, b) = recs
     torch.testing.assert_close(b.fake_pool.state_dict()["ws"], a.fake_pool.state_dict()["ws"], rtol=1e-4, atol=1e-5)
+
+
+def test_w_norm_loss_is_psp_formula_and_both_impls_agree(world32, tmp_path):
+    """w_norm_lambda (pSp's W-norm loss): the objective gains lambda * mean_b ||codes_b - latent_avg|| (all
+    styles together), logged as loss_w_norm; the fast and reference steps still agree with it on."""
+    tr = make(world32, tmp_path, "reference", w_norm_lambda=0.25)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    codes = torch.randn(2, tr.n_styles, 16) * 3
+    y_hat = torch.rand(2, 3, 32, 32) * 2 - 1
+    loss, logs = tr.encoder_loss(x, x, y_hat, codes, "inference")
+    want = (codes - tr.inverter.latent_avg).flatten(1).norm(dim=1).mean()
+    assert float(logs["loss_w_norm"]) == pytest.approx(float(want), rel=1e-6)
+    tr.cfg.w_norm_lambda = 0.0
+    loss0, logs0 = tr.encoder_loss(x, x, y_hat, codes, "inference")
+    assert "loss_w_norm" not in logs0
+    assert float((loss - loss0).detach()) == pytest.approx(0.25 * float(want), rel=1e-5)
+    ref = run_steps(make(world32, tmp_path, "reference", w_norm_lambda=0.25), 3)
+    fast = run_steps(make(world32, tmp_path, "fast", w_norm_lambda=0.25), 3)
+    for (logs_ref, _, _), (logs_fast, _, _) in zip(ref, fast):
+        assert logs_ref["loss_w_norm"] > 0
+        assert logs_fast["loss_w_norm"] == pytest.approx(logs_ref["loss_w_norm"], rel=2e-5)
+
+
+def test_w_norm_lambda_must_be_non_negative(world32, tmp_path):
+    with pytest.raises(E4EError, match="w_norm_lambda"):
+        E4ETrainConfig(dataset_type="emoji_encode", train_data="x", stylegan_weights="y", w_norm_lambda=-1).validate()

@@ -2,7 +2,8 @@
 
 Per step: (1) if the latent discriminator is on, one D_W step on real w = mapping(z) vs encoder codes,
 plus lazy R1 every d_reg_every steps; (2) one encoder step on
-    L = l2 * L2 + lpips * LPIPS + id * (1 - cos) + w_discriminator_lambda * L_adv + delta_norm_lambda * L_d-reg.
+    L = l2 * L2 + lpips * LPIPS + id * (1 - cos) + w_discriminator_lambda * L_adv + delta_norm_lambda * L_d-reg
+        (+ w_norm_lambda * ||codes - latent_avg||, pSp's optional W-norm loss; off by default).
 The progressive stage is a function of the step alone (w0 only until progressive_start, then one more
 offset every progressive_step_every steps), so resuming recomputes it. Everything random (data order,
 flips, z, noise, the W pools) is derived from the seed or saved, so a resumed CPU run is bit-identical to
@@ -304,6 +305,13 @@ class E4ETrainer:
                 d_reg = (torch.linalg.vector_norm(deltas, ord=cfg.delta_norm, dim=2).mean(dim=0) * mask[1:]).sum()
             logs["total_delta_loss"] = d_reg.detach()
             loss = loss + cfg.delta_norm_lambda * d_reg
+        if cfg.w_norm_lambda > 0:
+            c = codes.float()
+            if self.inverter.latent_avg is not None:
+                c = c - self.inverter.latent_avg.float().unsqueeze(0)
+            w_norm = torch.linalg.vector_norm(c.flatten(1), dim=1).mean()
+            logs["loss_w_norm"] = w_norm.detach()
+            loss = loss + cfg.w_norm_lambda * w_norm
         if self.sim is not None:
             sim = self.sim(y_hat.float(), y, x)
             logs["loss_id"], logs["id_improve"] = sim.loss.detach(), sim.improvement

@@ -75,6 +75,9 @@ class E4ETrainConfig:
     w_pool_size: int = 50  # size of that pool
     delta_norm: int = 2  # norm of the offset regulariser (L_d-reg)
     delta_norm_lambda: float = 2e-4  # weight of the offset regulariser
+    # (w_norm_lambda bounds styles whose scale the generator ignores, its demodulated layers, which an
+    # unregularised pSp lets run away: docs/model_card_avatar.md)
+    w_norm_lambda: float = 0.0  # weight of pSp's W-norm loss, mean over the batch of ||codes - latent_avg|| (0: off, as the official FFHQ recipes)
     progressive_start: int | None = None  # step that opens the first offset (official e4e: 20000); none: all open
     progressive_step_every: int = 2000  # steps between opening further offsets
     # optimisation and schedule
@@ -143,8 +146,8 @@ class E4ETrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise E4EError(f"config: {name}={value} must be a positive number")
-        for name in ("l2_lambda", "lpips_lambda", "id_lambda", "w_discriminator_lambda", "delta_norm_lambda", "r1",
-                     "time_limit_min"):
+        for name in ("l2_lambda", "lpips_lambda", "id_lambda", "w_discriminator_lambda", "delta_norm_lambda", "w_norm_lambda",
+                     "r1", "time_limit_min"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise E4EError(f"config: {name}={value} must be a number >= 0")

@@ -2,6 +2,8 @@
 import json
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 from conftest import load_module
@@ -52,3 +54,44 @@ def test_no_rows_means_defaults_and_a_bad_file_is_one_line(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "scripts/choose_gan_settings.py"), str(tmp_path / "none"),
                           "--minutes", "1"], capture_output=True, text=True)
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "cannot read" in bad.stderr
+
+
+rescale = load_module(ROOT / "scripts/rescale_style_heads.py", "_rescale_style_heads")
+
+
+def test_rescaled_style_head_scales_its_output_exactly_and_leaves_the_rest(tmp_path):
+    """scripts/rescale_style_heads.py: a pSp head is convs + LeakyReLU + EqualLinear, positively homogeneous,
+    so scaling layer k's weight by a and bias by a^k scales its output by a^layers; a runaway head (made here
+    by scaling one head up) comes back to the median head's size and the others are untouched."""
+    import torch
+    from e4e.api import load
+    from e4e.imageio import to_pil
+    from e4e.inverter import build_inverter
+    from e4e.nets.encoders import EncoderConfig
+    from e4e.nets.stylegan2 import GeneratorConfig
+    torch.manual_seed(0)
+    inv = build_inverter(EncoderConfig(kind="psp", mode="ir", stylegan_size=32, style_dim=16, widths=(8, 8, 8, 8),
+                                       units=(1, 1, 1, 1), input_size=64, head_width=8),
+                         GeneratorConfig(size=32, style_dim=16, n_mlp=2, channel_max=8),
+                         latent_avg=torch.randn(16), output_size=None).eval()
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    plain = inv.encode(x) - inv.latent_avg
+    sd = {k: v.clone() for k, v in inv.encoder.state_dict().items()}
+    layers = rescale.scale_head(sd, 3, 1e5)
+    assert layers == len([k for k in sd if k.startswith("styles.3.") and k.endswith("weight")])
+    inv.encoder.load_state_dict(sd)
+    big = inv.encode(x) - inv.latent_avg
+    torch.testing.assert_close(big[:, 3], plain[:, 3] * 1e5, rtol=1e-4, atol=1e-3)
+    keep = [i for i in range(plain.shape[1]) if i != 3]
+    torch.testing.assert_close(big[:, keep], plain[:, keep])
+    ck, data = tmp_path / "psp.safetensors", tmp_path / "images"
+    inv.save(ck)
+    data.mkdir()
+    for i, im in enumerate(to_pil(x)):
+        im.save(data / f"{i}.png")
+    out = tmp_path / "fixed.safetensors"
+    assert rescale.main([str(ck), str(data), "-o", str(out)]) == 0
+    norms = rescale.head_norms(load(out), x)
+    assert float(norms[3]) == pytest.approx(float(norms.median()), rel=0.3)
+    assert rescale.main([str(out), str(data), "-o", str(tmp_path / "again.safetensors")]) == 0
+    assert not (tmp_path / "again.safetensors").exists()  # nothing runaway left: nothing written

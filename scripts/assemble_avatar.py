@@ -89,7 +89,8 @@ NEXT_LEASE = """A lease that resumes (the tree that travels to the device must s
 tree is about 81 MiB, so files move out of it for a call and come back after):
 - first call: move `docs/`, `models/avatar/psp_avatar128.safetensors`, `models/avatar/eval_convnet_B.*` and
   `models/avatar/sim_resnet_A.*` out (63.0 MiB remain with the 2.8 MiB of wheels), then
-  `RESUME=1 ENC_INIT=1 METRICS=1 SMOKE=0 GEN_SET="reg_impl=fold" GEN_MIN=... ENC_MIN=... bash scripts/avatar_gpu.sh start`
+  `RESUME=1 ENC_INIT=1 METRICS=1 SMOKE=0 GEN_SET="reg_impl=fold" PSP_SET="--w_norm_lambda 5e-4" GEN_MIN=... ENC_MIN=...
+  bash scripts/avatar_gpu.sh start` (PSP_SET: pSp's W-norm bound, docs/model_card_avatar.md)
   with `carry: [".whl"]` (the cp312 wheels of the [avatars] extra and their needs; docs/training.md);
   `GAN_PROFILE=1` instead of the GEN_SET times the ops first (about 4 minutes);
 - the next call, while the generator trains: move this folder out and those model files back, and

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from e4e.checkpoints.native import load_native, save_native  # noqa: E402
-from e4e.errors import E4EError  # noqa: E402
+from e4e.errors import E4EError, first_line  # noqa: E402
 
 
 def head_norms(inv, images: torch.Tensor) -> torch.Tensor:
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         print("after:", ", ".join(f"{n:.4g}" for n in after.tolist()))
         print("wrote", args.out)
     except E4EError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"rescale_style_heads: error: {first_line(e, limit=None)}", file=sys.stderr)
         return 1
     return 0
 

@@ -95,3 +95,12 @@ def test_rescaled_style_head_scales_its_output_exactly_and_leaves_the_rest(tmp_p
     assert float(norms[3]) == pytest.approx(float(norms.median()), rel=0.3)
     assert rescale.main([str(out), str(data), "-o", str(tmp_path / "again.safetensors")]) == 0
     assert not (tmp_path / "again.safetensors").exists()  # nothing runaway left: nothing written
+
+
+def test_rescale_refuses_an_e4e_checkpoint_in_one_line(tmp_path, capsys):
+    """An e4e (not pSp) checkpoint or an empty folder: one error line and exit 1, nothing written."""
+    out = tmp_path / "x.safetensors"
+    assert rescale.main([str(ROOT / "src/e4e/assets/e4e_avatar128.safetensors"), str(tmp_path), "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rescale_style_heads: error:") and "GradualStyleEncoder" in err and "\n" not in err
+    assert not out.exists()

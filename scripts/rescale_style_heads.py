@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from e4e.checkpoints.native import load_native, save_native  # noqa: E402
 from e4e.errors import E4EError, first_line  # noqa: E402
+from e4e.metrics import runaway_styles  # noqa: E402
 
 
 def head_norms(inv, images: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
         _, images, _ = load_batch(paths, inv.input_size)
         before = head_norms(inv, images)
         median = float(before.median())
-        runaway = [i for i, n in enumerate(before.tolist()) if n > args.ratio * median]
+        runaway = runaway_styles(before, args.ratio)
         print("head output norms:", ", ".join(f"{n:.4g}" for n in before.tolist()), f"(median {median:.4g})")
         if not runaway:
             print("no runaway head: nothing written")

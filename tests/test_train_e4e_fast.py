@@ -211,3 +211,21 @@ def test_w_norm_loss_is_psp_formula_and_both_impls_agree(world32, tmp_path):
 def test_w_norm_lambda_must_be_non_negative(world32, tmp_path):
     with pytest.raises(E4EError, match="w_norm_lambda"):
         E4ETrainConfig(dataset_type="emoji_encode", train_data="x", stylegan_weights="y", w_norm_lambda=-1).validate()
+
+
+def test_a_runaway_style_is_reported_once(world32, tmp_path):
+    """A style 1000x the median size is named in one log line, once; normal codes log nothing."""
+    from e4e.metrics import runaway_styles
+    assert runaway_styles(torch.tensor([1.0, 2.0, 1.5, 400.0])) == [3]
+    assert runaway_styles(torch.tensor([1.0, 2.0, 1.5, 100.0])) == []
+    tr = make(world32, tmp_path, "reference")
+    lines = []
+    tr.log = lines.append
+    avg = tr.inverter.latent_avg
+    codes = avg + torch.randn(2, tr.n_styles, avg.shape[-1])
+    tr._warn_runaway(codes)
+    assert lines == []
+    codes[:, 5] *= 1e4
+    tr._warn_runaway(codes)
+    tr._warn_runaway(codes)
+    assert len(lines) == 1 and "[5]" in lines[0] and "--w_norm_lambda" in lines[0]

@@ -256,6 +256,15 @@ def delta_norms(codes) -> dict:
     return {"mean": float(d.mean()) if d.numel() else 0.0, "per_style": d.mean(0)}
 
 
+def runaway_styles(norms, ratio: float = 100.0) -> list[int]:
+    """Styles whose size (norms: (n_styles,) mean ||w_i - latent_avg|| over images) exceeds `ratio` times
+    the median style's. A style that feeds only demodulated convolutions can grow without the image
+    noticing; an unregularised pSp lets one run away (docs/model_card_avatar.md)."""
+    norms = torch.as_tensor(norms, dtype=torch.float64)
+    median = float(norms.median())
+    return [i for i, n in enumerate(norms.tolist()) if n > ratio * median]
+
+
 def fit_w_gaussian(w_samples, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and inverse Cholesky factor of the covariance of W samples (e.g. mapping(z) for random z).
 

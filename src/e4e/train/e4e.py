@@ -277,6 +277,19 @@ class E4ETrainer:
         loss, logs = self.encoder_loss(x, x, y_hat, codes, "masked" if progressive else "inference", mask=mask)
         return loss, logs, y_hat, codes
 
+    def _warn_runaway(self, codes) -> None:
+        """Log once when a style's code grows past 100x the median style's size (see e4e.metrics.runaway_styles)."""
+        from e4e.metrics import runaway_styles
+        if getattr(self, "_warned_runaway", False) or self.inverter.latent_avg is None:
+            return
+        norms = (codes - self.inverter.latent_avg.float().unsqueeze(0)).norm(dim=2).mean(0)
+        styles = runaway_styles(norms.cpu())
+        if styles:
+            self._warned_runaway = True
+            self.log(f"step {self.step}: style(s) {styles} run away ({', '.join(f'{float(norms[i]):.3g}' for i in styles)}"
+                     f" against a median of {float(norms.median()):.3g}): the generator ignores their scale; "
+                     "bound them with --w_norm_lambda (scripts/rescale_style_heads.py first, if already far)")
+
     def encoder_loss(self, x, y, y_hat, codes, stage, mask=None):
         """The encoder objective. With `mask` (impl=fast; stage is then "masked" or "inference") the open
         styles come from the mask: the adversarial loss is the mean over styles 0..K of D's loss on every
@@ -574,6 +587,7 @@ class E4ETrainer:
             if self.step % cfg.board_interval == 0 or self.step == cfg.max_steps:
                 from e4e.metrics import delta_norms as offset_stats
                 logs["offset_norm_mean"] = offset_stats(codes.detach().float())["mean"]
+                self._warn_runaway(codes.detach().float())
                 logs = self._mean_over_ranks(logs)  # every rank takes part; rank 0 writes
             if info.main and (self.step % cfg.board_interval == 0 or self.step == cfg.max_steps):
                 elapsed = time.time() - t0

@@ -25,16 +25,13 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from e4e.checkpoints.native import load_native, save_native  # noqa: E402
 from e4e.errors import E4EError, first_line  # noqa: E402
-from e4e.metrics import runaway_styles  # noqa: E402
+from e4e.metrics import runaway_styles, style_norms  # noqa: E402
 
 
 def head_norms(inv, images: torch.Tensor) -> torch.Tensor:
     """-> (n_styles,) mean over images of ||code_i - latent_avg|| (each head's output size)."""
     with torch.no_grad():
-        codes = inv.encode(images)
-    if inv.latent_avg is not None:
-        codes = codes - inv.latent_avg.unsqueeze(0)
-    return codes.double().norm(dim=2).mean(dim=0)
+        return style_norms(inv.encode(images), inv.latent_avg)
 
 
 def scale_head(sd: dict, index: int, factor: float) -> int:

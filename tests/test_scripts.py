@@ -2,10 +2,9 @@
 import json
 import subprocess
 import sys
-
-import pytest
 from pathlib import Path
 
+import pytest
 from conftest import load_module
 
 ROOT = Path(__file__).resolve().parents[1]

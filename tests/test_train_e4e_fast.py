@@ -215,7 +215,9 @@ def test_w_norm_lambda_must_be_non_negative(world32, tmp_path):
 
 def test_a_runaway_style_is_reported_once(world32, tmp_path):
     """A style 1000x the median size is named in one log line, once; normal codes log nothing."""
-    from e4e.metrics import runaway_styles
+    from e4e.metrics import runaway_styles, style_norms
+    codes = torch.randn(3, 4, 8)
+    torch.testing.assert_close(style_norms(codes, codes[0, 0]), (codes - codes[0, 0]).norm(dim=2).mean(0).double())
     assert runaway_styles(torch.tensor([1.0, 2.0, 1.5, 400.0])) == [3]
     assert runaway_styles(torch.tensor([1.0, 2.0, 1.5, 100.0])) == []
     tr = make(world32, tmp_path, "reference")

@@ -256,6 +256,15 @@ def delta_norms(codes) -> dict:
     return {"mean": float(d.mean()) if d.numel() else 0.0, "per_style": d.mean(0)}
 
 
+def style_norms(codes, latent_avg=None) -> torch.Tensor:
+    """-> (n_styles,) float64: the mean over images of ||w_i - latent_avg|| (of ||w_i|| without one), each
+    style's size, on the codes' device."""
+    c = _codes(codes)
+    if latent_avg is not None:
+        c = c - torch.as_tensor(latent_avg).to(c)
+    return c.norm(dim=-1).mean(0)
+
+
 def runaway_styles(norms, ratio: float = 100.0) -> list[int]:
     """Styles whose size (norms: (n_styles,) mean ||w_i - latent_avg|| over images) exceeds `ratio` times
     the median style's. A style that feeds only demodulated convolutions can grow without the image

@@ -78,6 +78,7 @@ class E4ETrainer:
         self._build_data()
         self.step = 0
         self.best_val = None
+        self.warned_runaway = False  # _warn_runaway logs once per run
         self.ckpt_dir = self.exp / "checkpoints"
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -279,13 +280,13 @@ class E4ETrainer:
 
     def _warn_runaway(self, codes) -> None:
         """Log once when a style's code grows past 100x the median style's size (see e4e.metrics.runaway_styles)."""
-        from e4e.metrics import runaway_styles
-        if getattr(self, "_warned_runaway", False) or self.inverter.latent_avg is None:
+        from e4e.metrics import runaway_styles, style_norms
+        if self.warned_runaway or self.inverter.latent_avg is None:
             return
-        norms = (codes - self.inverter.latent_avg.float().unsqueeze(0)).norm(dim=2).mean(0)
-        styles = runaway_styles(norms.cpu())
+        norms = style_norms(codes, self.inverter.latent_avg).cpu()
+        styles = runaway_styles(norms)
         if styles:
-            self._warned_runaway = True
+            self.warned_runaway = True
             self.log(f"step {self.step}: style(s) {styles} run away ({', '.join(f'{float(norms[i]):.3g}' for i in styles)}"
                      f" against a median of {float(norms.median()):.3g}): the generator ignores their scale; "
                      "bound them with --w_norm_lambda (scripts/rescale_style_heads.py first, if already far)")
@@ -587,9 +588,9 @@ class E4ETrainer:
             if self.step % cfg.board_interval == 0 or self.step == cfg.max_steps:
                 from e4e.metrics import delta_norms as offset_stats
                 logs["offset_norm_mean"] = offset_stats(codes.detach().float())["mean"]
-                self._warn_runaway(codes.detach().float())
                 logs = self._mean_over_ranks(logs)  # every rank takes part; rank 0 writes
             if info.main and (self.step % cfg.board_interval == 0 or self.step == cfg.max_steps):
+                self._warn_runaway(codes.detach())
                 elapsed = time.time() - t0
                 row = {k: round(float(v), 6) for k, v in logs.items()}
                 row.update(step=self.step, stage=self.n_styles - 1 if stage == "inference" else stage,

@@ -5,6 +5,7 @@
 #   start      install the carried wheels, launch the driver (setsid), then `watch` until WATCH_S
 #   watch      wait until WATCH_S seconds have passed since this call began, or the driver is done, then
 #              copy runs/export/* (every file <= 16 MiB) to $OUT and print where the run stands
+#   gpu-tests FILE...  each file's GPU tests in its own pytest process (TRAIN_TESTS_S, GPU_TESTS_LOG)
 #   driver     (internal) build the avatar set (63,200: 60,040 train, issue #17's >= 60k, 3,160 test);
 #              train the 128 px generator for GEN_MIN minutes (compile included); then the e4e and pSp
 #              encoders side by side for ENC_MIN minutes;
@@ -15,10 +16,11 @@
 # BENCH_BATCHES, BENCH_ARGS (default: the compiled rows at 64) shape the bench; TRAIN_TESTS=1 runs the
 # trainers' GPU tests after the encoders, one pytest process per file (TRAIN_TESTS_FILES, TRAIN_TESTS_S);
 # SMOKE=0 skips the encoder smoke run beside the generator (it shares the GPU and CPUs with it);
-# ENC_INIT=1 starts the encoders from the shipped ones (e4e: its progressive stages reopen within 220
-# steps, not 1,300); GEN_MIN=0 trains no generator (the encoders train on the embedded one); E4E_BENCH=1
-# times the e4e trainer (bench/train_bench.py, its e4e rows) after the encoders; METRICS=1 then assembles
-# the new models on the device and runs bench/avatar_model_metrics.py there (model_metrics.* exported);
+# ENC_MIN=0 trains no encoders; ENC_INIT=1 starts the encoders from the shipped ones (e4e: its progressive
+# stages reopen within 220 steps, not 1,300); GEN_MIN=0 trains no generator (the encoders train on the
+# embedded one); E4E_BENCH=1 times the e4e trainer (bench/train_bench.py, its e4e rows) after the
+# encoders; METRICS=1 then assembles the new models on the device and runs bench/avatar_model_metrics.py
+# there (model_metrics.* exported);
 # GAN_PROFILE=1 first times the GAN step eager with the regulariser and main-step ops (ref, gradfix, fold;
 # bench/train_profile.py) and trains with what scripts/choose_gan_settings.py picks from it (GAN_GRAPHS=1
 # adds compiled rows: the default compile and compile_mode=reduce-overhead, GAN_GRAPHS_S); RESUME=1
@@ -115,8 +117,22 @@ print("seeded runs/g128 at step", step, "(Adam moments start afresh)")
 PY
 }
 
+gpu_test_files() {  # gpu_test_files SECONDS LOG FILE...: each file's GPU tests in a pytest process of its own
+  # (a crash in one, a segfault, loses only that file's summary), appended to LOG with its exit status;
+  # failing tests are reported, never fatal to the driver (set -e would end it at the first failure)
+  local limit=$1 log=$2 f rc; shift 2
+  for f in "$@"; do
+    rc=0; echo "== $f" >> "$log"
+    # -k: a process that outlives SIGTERM at the time limit is killed 15 s later
+    timeout -k 15 "$limit" python3 -m pytest -q -m gpu -p no:cacheprovider -rf --tb=short "$f" >> "$log" 2>&1 || rc=$?
+    echo "exit $rc" >> "$log"
+  done
+}
+
 driver() {
   local t
+  # a command that fails outside the guarded steps ends the driver (set -e): say where, in driver.log
+  set -E; trap 'echo "driver stopped: exit $? at line $LINENO" >&2' ERR
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 -c "import torch; print('torch', torch.__version__)"
   t=$(date +%s)
@@ -167,15 +183,13 @@ driver() {
     local w=0; while [ ! -f "$f" ] && [ $w -lt 600 ]; do sleep 5; w=$((w + 5)); done
     [ -f "$f" ] || echo "still missing after 10 min: $f"
   done
-  train_encoders "$gen"
+  if [ "${ENC_MIN:-7}" = 0 ]; then echo "no encoder training"; else train_encoders "$gen"; fi
   if [ -n "${TRAIN_TESTS:-}" ]; then  # the trainers' GPU tests (compiled, CUDA graphs), after the training:
     # beside it their compiles slowed the GAN's (349 s instead of ~170, 2026-12-07). One pytest process per
     # file, so that a crash in one (a segfault) loses only that file's summary
     t=$(date +%s)
-    for f in ${TRAIN_TESTS_FILES:-tests/test_train_stylegan.py tests/test_train_e4e_fast.py}; do
-      { echo "== $f"; timeout "${TRAIN_TESTS_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider -rf --tb=short "$f" 2>&1
-        echo "exit $?"; } >> runs/export/gpu_tests_train.txt
-    done
+    gpu_test_files "${TRAIN_TESTS_S:-300}" runs/export/gpu_tests_train.txt \
+      ${TRAIN_TESTS_FILES:-tests/test_train_stylegan.py tests/test_train_e4e_fast.py}
     echo "trainers' GPU tests in $(( $(date +%s) - t )) s"; grep -E "^==|passed|failed|exit" runs/export/gpu_tests_train.txt || true
   fi
   if [ -n "${E4E_BENCH:-}" ]; then  # alone on the machine: the encoders have finished
@@ -319,5 +333,6 @@ start)
 watch) watch "$(date +%s)" ;;
 driver) driver ;;
 smoke) encoder_smoke ;;
+gpu-tests) shift; gpu_test_files "${TRAIN_TESTS_S:-300}" "${GPU_TESTS_LOG:-runs/export/gpu_tests_train.txt}" "$@" ;;
 *) echo "unknown phase $PHASE"; exit 2 ;;
 esac

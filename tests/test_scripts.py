@@ -103,3 +103,22 @@ def test_rescale_refuses_an_e4e_checkpoint_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("rescale_style_heads: error:") and "GradualStyleEncoder" in err and "\n" not in err
     assert not out.exists()
+
+
+def test_gpu_test_files_reports_failures_and_goes_on(tmp_path):
+    """The device driver's test step (scripts/avatar_gpu.sh gpu-tests): each file in its own pytest process,
+    its exit status logged; a failing test file must not end the driver (under set -e it once did, and the
+    lease's remaining steps never ran)."""
+    tests = tmp_path / "t"
+    tests.mkdir()
+    (tests / "test_a.py").write_text("import pytest\n\n@pytest.mark.gpu\ndef test_fails():\n    assert 1 == 2\n")
+    (tests / "test_b.py").write_text("import pytest\n\n@pytest.mark.gpu\ndef test_passes():\n    assert 1 == 1\n")
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "TRAIN_TESTS_S": "120", "HOME": str(tmp_path),
+           "GPU_TESTS_LOG": "log.txt"}
+    p = subprocess.run(["bash", str(ROOT / "scripts/avatar_gpu.sh"), "gpu-tests", "t/test_a.py", "t/test_b.py"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    log = (tmp_path / "log.txt").read_text().splitlines()
+    marks = [ln for ln in log if ln.startswith(("== ", "exit "))]
+    assert marks == ["== t/test_a.py", "exit 1", "== t/test_b.py", "exit 0"], log
+    assert any("1 failed" in ln for ln in log) and any("1 passed" in ln for ln in log)

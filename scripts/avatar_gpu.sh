@@ -26,9 +26,12 @@
 # adds compiled rows: the default compile and compile_mode=reduce-overhead, GAN_GRAPHS_S); RESUME=1
 # continues the GAN run kept in models/avatar/state (g, d) and the embedded generator (g_ema); PAIRS=1 last
 # runs issue #18's benchmark (bench/avatar_pairs.sh, PAIRS_S, PAIRS_ARGS) on the models this lease made, or
-# the shipped ones, and exports runs/export/pairs_bench.tgz; COUNT, GEN_SET, ENC_SET, PSP_SET (extra settings; PSP_SET: pSp's
-# only, e.g. "--w_norm_lambda 5e-4"; CPU smoke tests).
-# A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is loaded first.
+# the shipped ones (resuming .carry/pairs_bench.tgz, an earlier lease's export), and exports
+# runs/export/pairs_bench.tgz; COUNT, GEN_SET, ENC_SET, PSP_SET (extra settings; PSP_SET: pSp's only,
+# e.g. "--w_norm_lambda 5e-4"; CPU smoke tests).
+# BUDGET_S (budget_left_s before the start call; START_S, LAST_CALL_S) cuts every step's time limit to the
+# lease's end. A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is
+# loaded first.
 set -euo pipefail
 PHASE=${1:?phase: start, watch or driver}
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/e4e-inductor}
@@ -117,6 +120,14 @@ print("seeded runs/g128 at step", step, "(Adam moments start afresh)")
 PY
 }
 
+cap() {  # cap SECONDS: a step's time limit, cut to what is left of the lease where that is less (END_AT,
+  # epoch seconds, written by `start` from BUDGET_S), and never under 30 s
+  local s=$1 end; end=$(cat runs/end_at 2>/dev/null || true)
+  if [ -n "$end" ] && [ $(( end - $(date +%s) )) -lt "$s" ]; then s=$(( end - $(date +%s) )); fi
+  [ "$s" -ge 30 ] || s=30
+  echo "$s"
+}
+
 gpu_test_files() {  # gpu_test_files SECONDS LOG FILE...: each file's GPU tests in a pytest process of its own
   # (a crash in one, a segfault, loses only that file's summary), appended to LOG with its exit status;
   # failing tests are reported, never fatal to the driver (set -e would end it at the first failure)
@@ -124,7 +135,7 @@ gpu_test_files() {  # gpu_test_files SECONDS LOG FILE...: each file's GPU tests 
   for f in "$@"; do
     rc=0; echo "== $f" >> "$log"
     # -k: a process that outlives SIGTERM at the time limit is killed 15 s later
-    timeout -k 15 "$limit" python3 -m pytest -q -m gpu -p no:cacheprovider -rf --tb=short "$f" >> "$log" 2>&1 || rc=$?
+    timeout -k 15 "$(cap "$limit")" python3 -m pytest -q -m gpu -p no:cacheprovider -rf --tb=short "$f" >> "$log" 2>&1 || rc=$?
     echo "exit $rc" >> "$log"
   done
 }
@@ -138,31 +149,31 @@ driver() {
   t=$(date +%s)
   if [ -n "${BENCH:-}${GPU_TESTS:-}" ]; then  # GPU tests beside the dataset build (correctness only: no
     # timing shares the CPUs); GPU_TESTS=1 alone runs only the ops' GPU tests (seconds)
-    timeout "${GPU_TESTS_S:-240}" python3 -m pytest -q -m gpu -p no:cacheprovider \
+    timeout -k 15 "$(cap "${GPU_TESTS_S:-240}")" python3 -m pytest -q -m gpu -p no:cacheprovider \
       ${GPU_TESTS_FILES:-$([ -n "${BENCH:-}" ] && echo tests || echo tests/test_ops.py)} > runs/export/gpu_tests.txt 2>&1 &
   fi
   if [ -n "${MEM_PROBE:-}" ]; then  # issue #16's memory question beside the build (memory only: no timing)
-    timeout 300 python3 bench/memory_probe.py --json runs/export/memory_probe.json > runs/export/memory_probe.md 2>&1 &
+    timeout -k 15 "$(cap 300)" python3 bench/memory_probe.py --json runs/export/memory_probe.json > runs/export/memory_probe.md 2>&1 &
   fi
   $E4E data avatars data/avatars --size 128 --count "${COUNT:-63200}" --workers "$(nproc)" -q
   echo "dataset built in $(( $(date +%s) - t )) s"
   if [ -n "${BENCH:-}${GPU_TESTS:-}${MEM_PROBE:-}" ]; then wait || true; tail -n 3 runs/export/gpu_tests.txt runs/export/memory_probe.md 2>/dev/null || true; fi
   if [ -n "${BENCH:-}" ]; then  # issue #16's table, alone on the machine, before any training
     t=$(date +%s)
-    timeout "$(( ${BENCH_S:-400} + 80 ))" python3 bench/official_bench.py --official .carry/encoder4editing \
+    timeout -k 15 "$(cap $(( ${BENCH_S:-400} + 80 )))" python3 bench/official_bench.py --official .carry/encoder4editing \
       --batches ${BENCH_BATCHES:-8 16 64} --official-max-batch 16 ${BENCH_ARGS---compile --compile-batches 64} --budget-s "${BENCH_S:-400}" \
       --json runs/export/official_bench.json > runs/export/official_bench.md 2>&1 || echo "official_bench failed"
     echo "official bench in $(( $(date +%s) - t )) s"; tail -n 5 runs/export/official_bench.md
   fi
   if [ -n "${GAN_PROFILE:-}" ] && [ "${GEN_MIN:-14}" != 0 ]; then  # the ops to train with, timed alone
     t=$(date +%s)
-    timeout "${GAN_PROFILE_S:-300}" python3 bench/train_profile.py --root /tmp/tp --gan-configs avatar128 --e4e-configs \
+    timeout -k 15 "$(cap "${GAN_PROFILE_S:-300}")" python3 bench/train_profile.py --root /tmp/tp --gan-configs avatar128 --e4e-configs \
       --modes eager --cycles 1 --warmup 17 --json runs/export/gan_profile.jsonl \
       --gan-set "" "reg_impl=gradfix" "reg_impl=fold" "reg_impl=fold main_impl=fold" "reg_impl=fold reg_bf16=true" \
       > runs/export/gan_profile.md 2>&1 || echo "train_profile failed or ran out of time"
     if [ -n "${GAN_GRAPHS:-}" ]; then  # the compiled step measured, default compile against CUDA graphs (#15);
       # its compiles warm the inductor cache the training run then loads
-      timeout "${GAN_GRAPHS_S:-420}" python3 bench/train_profile.py --root /tmp/tp --gan-configs avatar128 --e4e-configs \
+      timeout -k 15 "$(cap "${GAN_GRAPHS_S:-420}")" python3 bench/train_profile.py --root /tmp/tp --gan-configs avatar128 --e4e-configs \
         --modes compiled --cycles 2 --warmup 33 --json runs/export/gan_profile.jsonl \
         --gan-set "reg_impl=fold" "reg_impl=fold compile_mode=reduce-overhead" \
         >> runs/export/gan_profile.md 2>&1 || echo "compiled train_profile failed or ran out of time"
@@ -194,7 +205,7 @@ driver() {
   fi
   if [ -n "${E4E_BENCH:-}" ]; then  # alone on the machine: the encoders have finished
     t=$(date +%s)
-    timeout "${E4E_BENCH_S:-420}" python3 bench/train_bench.py --configs --e4e-configs avatar128 ffhq \
+    timeout -k 15 "$(cap "${E4E_BENCH_S:-420}")" python3 bench/train_bench.py --configs --e4e-configs avatar128 ffhq \
       ${E4E_BENCH_ARGS:-} --json runs/export/train_bench_e4e.json > runs/export/train_bench_e4e.md 2>&1 \
       || echo "train_bench (e4e rows) failed or ran out of time"
     echo "e4e train bench in $(( $(date +%s) - t )) s"; tail -n 12 runs/export/train_bench_e4e.md
@@ -209,7 +220,7 @@ driver() {
       cp runs/export/g128_g_ema.part* runs/assembled/; cp -r runs/g128 runs/assembled/runs/ 2>/dev/null || true
       python3 scripts/assemble_avatar.py runs/assembled
     fi
-    timeout "${METRICS_S:-600}" python3 bench/avatar_model_metrics.py --data data/avatars \
+    timeout -k 15 "$(cap "${METRICS_S:-600}")" python3 bench/avatar_model_metrics.py --data data/avatars \
       --e4e src/e4e/assets/e4e_avatar128.safetensors --psp models/avatar/psp_avatar128.safetensors \
       --classifier models/avatar/eval_convnet_B.safetensors -o runs/metrics --device cuda ${METRICS_ARGS:-} \
       > runs/metrics.out 2>&1 || echo "metrics failed"
@@ -219,7 +230,10 @@ driver() {
   if [ -n "${PAIRS:-}" ]; then  # issue #18 on the test split, with the models this lease made (or the shipped)
     t=$(date +%s)
     # (METRICS=1's assembly has written this lease's models over the shipped ones at these paths)
-    timeout "${PAIRS_S:-480}" bash bench/avatar_pairs.sh data/avatars src/e4e/assets/e4e_avatar128.safetensors \
+    # an earlier lease's unfinished run, carried back as .carry/pairs_bench.tgz: its finished methods are
+    # reused (e4e eval's cache; the same command, models and data path)
+    if [ -f .carry/pairs_bench.tgz ]; then mkdir -p runs/pairs_bench && tar xzf .carry/pairs_bench.tgz -C runs/pairs_bench; fi
+    timeout -k 15 "$(cap "${PAIRS_S:-480}")" bash bench/avatar_pairs.sh data/avatars src/e4e/assets/e4e_avatar128.safetensors \
       models/avatar/psp_avatar128.safetensors models/avatar/eval_convnet_B.safetensors \
       models/avatar/sim_resnet_A.safetensors runs/pairs_bench ${PAIRS_ARGS:-} > runs/pairs.out 2>&1 \
       || echo "pairs benchmark failed or ran out of time (rerun: its finished methods are cached)"
@@ -294,6 +308,7 @@ watch() {
   local t0=$1 limit=${WATCH_S:-540}
   while [ $(( $(date +%s) - t0 )) -lt "$limit" ] && [ ! -f runs/driver.done ]; do sleep 5; done
   echo "--- $(( $(date +%s) - t0 )) s; driver log:"; tail -n 12 runs/driver.log || true
+  [ ! -f runs/end_at ] || echo "--- the driver's steps end within $(( $(cat runs/end_at) - $(date +%s) )) s (BUDGET_S)"
   # while the generator trains: its EMA weights so far and newest samples (a lost lease keeps them)
   if [ ! -f runs/export/g128_g_ema.part0.safetensors ] && [ -f runs/g128/checkpoint.pt ]; then
     python3 -c "
@@ -325,7 +340,10 @@ start)
   if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   fi
-  rm -f runs/driver.done
+  rm -f runs/driver.done runs/end_at
+  # BUDGET_S (status's budget_left_s just before this call): the driver's steps end in time for a last
+  # `watch` call to bring their exports back; START_S is what the machine's start took of it (a guess)
+  [ -z "${BUDGET_S:-}" ] || echo $(( t0 + BUDGET_S - ${START_S:-150} - ${LAST_CALL_S:-90} )) > runs/end_at
   setsid nohup bash "$0" driver > runs/driver.log 2>&1 < /dev/null &
   sleep 2
   watch "$t0"
@@ -333,6 +351,7 @@ start)
 watch) watch "$(date +%s)" ;;
 driver) driver ;;
 smoke) encoder_smoke ;;
+cap) cap "$2" ;;
 gpu-tests) shift; gpu_test_files "${TRAIN_TESTS_S:-300}" "${GPU_TESTS_LOG:-runs/export/gpu_tests_train.txt}" "$@" ;;
 *) echo "unknown phase $PHASE"; exit 2 ;;
 esac

@@ -218,3 +218,12 @@ def test_directions_fit_on_a_dataset_labels_csv(tmp_path, capsys):
     assert main(args + ["--name-column", "name"]) == 2
     err = capsys.readouterr().err
     assert "column 'name'" in err and "GRINNING FACE" in err
+
+
+@pytest.mark.parametrize("flag,value,msg", [("--batch-size", 0, "--batch-size must be at least 1, got 0"),
+                                            ("--size", 0, "--size must be a positive number of pixels, got 0")])
+def test_edit_bad_batch_or_size_is_one_line(setup, tmp_path, capsys, flag, value, msg):
+    root, ckpt, _, _ = setup
+    rc, cap = edit([root / "latents.npz", "-o", tmp_path / "o", "--checkpoint", ckpt, "--sefa", 1, flag, value],
+                   capsys)
+    assert rc == 2 and msg in cap.err and len(cap.err.strip().splitlines()) == 1

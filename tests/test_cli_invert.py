@@ -168,3 +168,11 @@ def test_invert_refine_without_perceptual_weights_is_one_line(setup, tmp_path, c
     root, ckpt, kinds = setup
     rc, cap = invert([root / "imgs", "-o", tmp_path / "o", "--checkpoint", ckpt, "--refine", "optimize"], capsys)
     assert rc == 2 and "--refine needs a perceptual network" in cap.err
+
+
+@pytest.mark.parametrize("flag,value,msg", [("--batch-size", 0, "--batch-size must be at least 1, got 0"),
+                                            ("--size", -4, "--size must be a positive number of pixels, got -4")])
+def test_invert_bad_batch_or_size_is_one_line(setup, tmp_path, capsys, flag, value, msg):
+    root, ckpt, _ = setup
+    rc, cap = invert([root / "imgs", "-o", tmp_path / "o", "--checkpoint", ckpt, flag, value], capsys)
+    assert rc == 2 and msg in cap.err and len(cap.err.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,21 @@ def test_gpu_test_files_reports_failures_and_goes_on(tmp_path):
     marks = [ln for ln in log if ln.startswith(("== ", "exit "))]
     assert marks == ["== t/test_a.py", "exit 1", "== t/test_b.py", "exit 0"], log
     assert any("1 failed" in ln for ln in log) and any("1 passed" in ln for ln in log)
+
+
+def test_step_limits_are_cut_to_the_leases_end(tmp_path):
+    """scripts/avatar_gpu.sh cap: a step's limit as given, or what is left before runs/end_at (written by
+    `start` from BUDGET_S) where that is less, and never under 30 s."""
+    def cap(seconds):
+        p = subprocess.run(["bash", str(ROOT / "scripts/avatar_gpu.sh"), "cap", str(seconds)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return int(p.stdout)
+
+    assert cap(900) == 900  # no end_at: no lease budget given
+    (tmp_path / "runs").mkdir(exist_ok=True)
+    (tmp_path / "runs/end_at").write_text(f"{int(time.time()) + 200}\n")
+    assert 190 <= cap(900) <= 200
+    assert cap(120) == 120
+    (tmp_path / "runs/end_at").write_text(f"{int(time.time()) - 50}\n")
+    assert cap(900) == 30

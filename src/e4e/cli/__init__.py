@@ -29,6 +29,15 @@ def set_threads(n: int | None) -> int | None:
     return before
 
 
+def check_batch_and_size(args: argparse.Namespace) -> None:
+    """The shared checks of the image commands (invert, edit): --batch-size >= 1 and --size, when given, a
+    positive number of pixels; a one-line E4EError otherwise."""
+    if args.batch_size < 1:
+        raise E4EError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.size is not None and args.size < 1:
+        raise E4EError(f"--size must be a positive number of pixels, got {args.size}")
+
+
 def summary(name: str) -> str:
     """A command's one-line description: its module docstring's first line, read without importing
     the module (importing means importing torch: seconds, for a --help)."""

@@ -15,6 +15,7 @@ import math
 import re
 from pathlib import Path
 
+from e4e.cli import check_batch_and_size
 from e4e.errors import E4EError
 
 
@@ -174,10 +175,7 @@ def _run(args) -> int:
     from e4e.imageio import save_grid
     from e4e.outputs import safe_output_path, writable_dir
     from e4e.refine import load_tuned, tuned_generator_path
-    if args.batch_size < 1:
-        raise E4EError("--batch-size must be at least 1")
-    if args.size is not None and args.size < 1:
-        raise E4EError(f"--size must be a positive number of pixels, got {args.size}")
+    check_batch_and_size(args)
     if args.grid < 0 or args.frame_ms < 1:
         raise E4EError("--grid must be >= 0 and --frame-ms >= 1")
     if args.strength is not None and not math.isfinite(args.strength):

@@ -15,6 +15,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from e4e.cli import check_batch_and_size
 from e4e.errors import E4EError
 
 # torch, Pillow, tqdm and the pipeline are imported where used: `e4e invert --help` stays instant.
@@ -115,10 +116,7 @@ def run(args) -> int:
     from e4e.latents import Latents, save_latents
     from e4e.outputs import writable_dir
     from e4e.pipeline import batch_inverter, collect_inputs, inversion_meta, inverter_domain, load_item, prefetch
-    if args.batch_size < 1:
-        raise E4EError("--batch-size must be at least 1")
-    if args.size is not None and args.size < 1:
-        raise E4EError(f"--size must be a positive number of pixels, got {args.size}")
+    check_batch_and_size(args)
     if args.grid < 0 or args.refine_steps < 1:
         raise E4EError("--grid must be >= 0 and --refine-steps >= 1")
     out = Path(args.output)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The ground-truth editing benchmark (issue #18) on the trained avatar models, on one GPU, then
 # docs/results.md regenerated from it.
-# Usage: bench/avatar_pairs.sh DATA E4E PSP EVAL_NET SIM_NET OUT [extra e4e eval flags]
+# Usage: [DEVICE=cpu] bench/avatar_pairs.sh DATA E4E PSP EVAL_NET SIM_NET OUT [extra e4e eval flags]
 #   DATA: the `e4e data avatars` folder; E4E / PSP: inverter checkpoints sharing one generator;
 #   EVAL_NET: the evaluation classifier (judge); SIM_NET: the similarity network (labels generator samples).
 # Sizes: 500 test images (every attribute's pairs), optimisation methods on 64 images, PTI on 8 with the
@@ -13,7 +13,7 @@ set -euo pipefail
 data=$1 e4e=$2 psp=$3 judge=$4 sim=$5 out=$6
 shift 6
 python3 -m e4e.cli eval --pairs "$data" -o "$out/pairs" --checkpoint "$e4e" --psp "$psp" \
-    --classifier "$judge" --labeller "$sim" --methods e4e,psp,optimize_w,optimize,pti --device cuda \
+    --classifier "$judge" --labeller "$sim" --methods e4e,psp,optimize_w,optimize,pti --device "${DEVICE:-cuda}" \
     --batch-size 64 --limit 500 --method-limits optimize_w=64,optimize=64,pti=8 --reference-limit 3000 \
     --direction-samples 10000 --direction-images 2000 --calib-samples 256 --edit-strengths 0,1,2,3 "$@"
 # the page and its figures land in OUT/docs (copy results.md and eval/pairs/ into docs/ to commit them)

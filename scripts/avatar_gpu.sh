@@ -29,8 +29,8 @@
 # the shipped ones (resuming .carry/pairs_bench.tgz, an earlier lease's export), and exports
 # runs/export/pairs_bench.tgz; COUNT, GEN_SET, ENC_SET, PSP_SET (extra settings; PSP_SET: pSp's only,
 # e.g. "--w_norm_lambda 5e-4"; CPU smoke tests).
-# BUDGET_S (budget_left_s before the start call; START_S, LAST_CALL_S) cuts every step's time limit to the
-# lease's end. A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is
+# BUDGET_S (budget_left_s before the start call; START_S, LAST_CALL_S) cuts the time limit of every test,
+# bench, metrics and pairs step to the lease's end (GEN_MIN and ENC_MIN stay as given). A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is
 # loaded first.
 set -euo pipefail
 PHASE=${1:?phase: start, watch or driver}
@@ -196,8 +196,7 @@ driver() {
   done
   if [ "${ENC_MIN:-7}" = 0 ]; then echo "no encoder training"; else train_encoders "$gen"; fi
   if [ -n "${TRAIN_TESTS:-}" ]; then  # the trainers' GPU tests (compiled, CUDA graphs), after the training:
-    # beside it their compiles slowed the GAN's (349 s instead of ~170, 2026-12-07). One pytest process per
-    # file, so that a crash in one (a segfault) loses only that file's summary
+    # beside it their compiles slowed the GAN's (349 s instead of ~170, 2026-12-07)
     t=$(date +%s)
     gpu_test_files "${TRAIN_TESTS_S:-300}" runs/export/gpu_tests_train.txt \
       ${TRAIN_TESTS_FILES:-tests/test_train_stylegan.py tests/test_train_e4e_fast.py}

@@ -50,3 +50,10 @@ def test_bad_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(bad), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("e4e: error:") and "\n" not in err
+
+
+def test_bad_batch_size_is_one_line(ckpt, tmp_path, capsys):
+    assert main(["generate", "--checkpoint", str(ckpt), "--seeds", "0-1", "-o", str(tmp_path / "o"),
+                 "--batch-size", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--batch-size must be at least 1, got 0" in err and "\n" not in err

@@ -29,13 +29,13 @@ def set_threads(n: int | None) -> int | None:
     return before
 
 
-def check_batch_and_size(args: argparse.Namespace) -> None:
-    """The shared checks of the image commands (invert, edit): --batch-size >= 1 and --size, when given, a
-    positive number of pixels; a one-line E4EError otherwise."""
-    if args.batch_size < 1:
-        raise E4EError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.size is not None and args.size < 1:
-        raise E4EError(f"--size must be a positive number of pixels, got {args.size}")
+def check_batch_and_size(batch_size: int, size: int | None = None) -> None:
+    """The shared checks of the image commands (generate, invert, edit): --batch-size >= 1 and --size, when
+    given, a positive number of pixels; a one-line E4EError otherwise."""
+    if batch_size < 1:
+        raise E4EError(f"--batch-size must be at least 1, got {batch_size}")
+    if size is not None and size < 1:
+        raise E4EError(f"--size must be a positive number of pixels, got {size}")
 
 
 def summary(name: str) -> str:

@@ -175,7 +175,7 @@ def _run(args) -> int:
     from e4e.imageio import save_grid
     from e4e.outputs import safe_output_path, writable_dir
     from e4e.refine import load_tuned, tuned_generator_path
-    check_batch_and_size(args)
+    check_batch_and_size(args.batch_size, args.size)
     if args.grid < 0 or args.frame_ms < 1:
         raise E4EError("--grid must be >= 0 and --frame-ms >= 1")
     if args.strength is not None and not math.isfinite(args.strength):

@@ -1,5 +1,6 @@
 """e4e generate: sample a generator at given seeds -> image grid PNG + W latents (.npy).
 The sampling itself is `e4e.sampling.sample`; this module keeps the flags and the output folder."""
+from e4e.cli import check_batch_and_size
 from e4e.errors import E4EError
 
 
@@ -35,8 +36,7 @@ def run(args) -> int:
     seeds = parse_seeds(args.seeds)
     if not 0 <= args.truncation <= 1:
         raise E4EError("--truncation must be in [0, 1]")
-    if args.batch_size < 1:
-        raise E4EError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_batch_and_size(args.batch_size)
     device = resolve_device(args.device)
     out = writable_dir(args.output)  # before sampling: a bad -o costs one line
     g, avg = load_generator(args.checkpoint, compute_latent_avg=args.truncation < 1)

@@ -116,7 +116,7 @@ def run(args) -> int:
     from e4e.latents import Latents, save_latents
     from e4e.outputs import writable_dir
     from e4e.pipeline import batch_inverter, collect_inputs, inversion_meta, inverter_domain, load_item, prefetch
-    check_batch_and_size(args)
+    check_batch_and_size(args.batch_size, args.size)
     if args.grid < 0 or args.refine_steps < 1:
         raise E4EError("--grid must be >= 0 and --refine-steps >= 1")
     out = Path(args.output)

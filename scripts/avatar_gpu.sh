@@ -122,8 +122,8 @@ PY
 
 cap() {  # cap SECONDS: a step's time limit, cut to what is left of the lease where that is less (END_AT,
   # epoch seconds, written by `start` from BUDGET_S), and never under 30 s
-  local s=$1 end; end=$(cat runs/end_at 2>/dev/null || true)
-  if [ -n "$end" ] && [ $(( end - $(date +%s) )) -lt "$s" ]; then s=$(( end - $(date +%s) )); fi
+  local s=$1 end left; end=$(cat runs/end_at 2>/dev/null || true)
+  if [ -n "$end" ]; then left=$(( end - $(date +%s) )); [ "$left" -ge "$s" ] || s=$left; fi
   [ "$s" -ge 30 ] || s=30
   echo "$s"
 }

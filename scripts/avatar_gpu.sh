@@ -232,9 +232,12 @@ driver() {
     # an earlier lease's unfinished run, carried back as .carry/pairs_bench.tgz: its finished methods are
     # reused (e4e eval's cache; the same command, models and data path)
     if [ -f .carry/pairs_bench.tgz ]; then mkdir -p runs/pairs_bench && tar xzf .carry/pairs_bench.tgz -C runs/pairs_bench; fi
+    # the device's torch has no efficientnet-lite0 package: the metric's weights are the carried copy
+    local effnet=.carry/effnet/efficientnet-lite0-57934424.pth
     timeout -k 15 "$(cap "${PAIRS_S:-480}")" bash bench/avatar_pairs.sh data/avatars src/e4e/assets/e4e_avatar128.safetensors \
       models/avatar/psp_avatar128.safetensors models/avatar/eval_convnet_B.safetensors \
-      models/avatar/sim_resnet_A.safetensors runs/pairs_bench ${PAIRS_ARGS:-} > runs/pairs.out 2>&1 \
+      models/avatar/sim_resnet_A.safetensors runs/pairs_bench $([ -f $effnet ] && echo --perceptual-weights $effnet) \
+      ${PAIRS_ARGS:-} > runs/pairs.out 2>&1 \
       || echo "pairs benchmark failed or ran out of time (rerun: its finished methods are cached)"
     tail -n 12 runs/pairs.out
     # one file: the page's inputs (CSVs, pairs.md, figures, sheets) and the method cache, to resume or to commit

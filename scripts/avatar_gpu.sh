@@ -5,6 +5,7 @@
 #   start      install the carried wheels, launch the driver (setsid), then `watch` until WATCH_S
 #   watch      wait until WATCH_S seconds have passed since this call began, or the driver is done, then
 #              copy runs/export/* (every file <= 16 MiB) to $OUT and print where the run stands
+#   pairs      issue #18's benchmark alone (PAIRS_S, PAIRS_ARGS), e.g. again on a warm machine
 #   gpu-tests FILE...  each file's GPU tests in its own pytest process (TRAIN_TESTS_S, GPU_TESTS_LOG)
 #   driver     (internal) build the avatar set (63,200: 60,040 train, issue #17's >= 60k, 3,160 test);
 #              train the 128 px generator for GEN_MIN minutes (compile included); then the e4e and pSp
@@ -226,24 +227,7 @@ driver() {
     tail -n 30 runs/metrics.out; cp runs/metrics/model_metrics.* runs/export/ 2>/dev/null || true
     echo "assembly and metrics in $(( $(date +%s) - t )) s"
   fi
-  if [ -n "${PAIRS:-}" ]; then  # issue #18 on the test split, with the models this lease made (or the shipped)
-    t=$(date +%s)
-    # (METRICS=1's assembly has written this lease's models over the shipped ones at these paths)
-    # an earlier lease's unfinished run, carried back as .carry/pairs_bench.tgz: its finished methods are
-    # reused (e4e eval's cache; the same command, models and data path)
-    if [ -f .carry/pairs_bench.tgz ]; then mkdir -p runs/pairs_bench && tar xzf .carry/pairs_bench.tgz -C runs/pairs_bench; fi
-    # the device's torch has no efficientnet-lite0 package: the metric's weights are the carried copy
-    local effnet=.carry/effnet/efficientnet-lite0-57934424.pth
-    timeout -k 15 "$(cap "${PAIRS_S:-480}")" bash bench/avatar_pairs.sh data/avatars src/e4e/assets/e4e_avatar128.safetensors \
-      models/avatar/psp_avatar128.safetensors models/avatar/eval_convnet_B.safetensors \
-      models/avatar/sim_resnet_A.safetensors runs/pairs_bench $([ -f $effnet ] && echo --perceptual-weights $effnet) \
-      ${PAIRS_ARGS:-} > runs/pairs.out 2>&1 \
-      || echo "pairs benchmark failed or ran out of time (rerun: its finished methods are cached)"
-    tail -n 12 runs/pairs.out
-    # one file: the page's inputs (CSVs, pairs.md, figures, sheets) and the method cache, to resume or to commit
-    tar czf runs/export/pairs_bench.tgz -C runs/pairs_bench pairs && ls -la runs/export/pairs_bench.tgz
-    echo "pairs benchmark in $(( $(date +%s) - t )) s"
-  fi
+  [ -z "${PAIRS:-}" ] || pairs_step
   echo done > runs/driver.done
 }
 
@@ -306,6 +290,25 @@ train_encoders() {  # train_encoders GENERATOR: e4e and pSp side by side; same d
   tar czf runs/export/enc_logs.tgz runs/keep runs/*.out $(ls runs/e4e/images/* runs/psp/images/* 2>/dev/null | tail -6)
 }
 
+pairs_step() {  # issue #18 on the test split, with the models this lease made (or the shipped)
+  local t; t=$(date +%s)
+  # (METRICS=1's assembly has written this lease's models over the shipped ones at these paths)
+  # an earlier lease's unfinished run, carried back as .carry/pairs_bench.tgz: its finished methods are
+  # reused (e4e eval's cache; the same command, models and data path)
+  if [ -f .carry/pairs_bench.tgz ]; then mkdir -p runs/pairs_bench && tar xzf .carry/pairs_bench.tgz -C runs/pairs_bench; fi
+  # the device's torch has no efficientnet-lite0 package: the metric's weights are the carried copy
+  local effnet=.carry/effnet/efficientnet-lite0-57934424.pth
+  timeout -k 15 "$(cap "${PAIRS_S:-480}")" bash bench/avatar_pairs.sh data/avatars src/e4e/assets/e4e_avatar128.safetensors \
+    models/avatar/psp_avatar128.safetensors models/avatar/eval_convnet_B.safetensors \
+    models/avatar/sim_resnet_A.safetensors runs/pairs_bench $([ -f $effnet ] && echo --perceptual-weights $effnet) \
+    ${PAIRS_ARGS:-} > runs/pairs.out 2>&1 \
+    || echo "pairs benchmark failed or ran out of time (rerun: its finished methods are cached)"
+  tail -n 12 runs/pairs.out
+  # one file: the page's inputs (CSVs, pairs.md, figures, sheets) and the method cache, to resume or to commit
+  tar czf runs/export/pairs_bench.tgz -C runs/pairs_bench pairs && ls -la runs/export/pairs_bench.tgz
+  echo "pairs benchmark in $(( $(date +%s) - t )) s"
+}
+
 watch() {
   local t0=$1 limit=${WATCH_S:-540}
   while [ $(( $(date +%s) - t0 )) -lt "$limit" ] && [ ! -f runs/driver.done ]; do sleep 5; done
@@ -354,6 +357,7 @@ watch) watch "$(date +%s)" ;;
 driver) driver ;;
 smoke) encoder_smoke ;;
 cap) cap "$2" ;;
+pairs) pairs_step ;;
 gpu-tests) shift; gpu_test_files "${TRAIN_TESTS_S:-300}" "${GPU_TESTS_LOG:-runs/export/gpu_tests_train.txt}" "$@" ;;
 *) echo "unknown phase $PHASE"; exit 2 ;;
 esac

@@ -141,3 +141,27 @@ def test_step_limits_are_cut_to_the_leases_end(tmp_path):
     assert cap(120) == 120
     (tmp_path / "runs/end_at").write_text(f"{int(time.time()) - 50}\n")
     assert cap(900) == 30
+
+
+def test_pairs_step_passes_the_carried_perceptual_weights_and_exports_the_run(tmp_path):
+    """scripts/avatar_gpu.sh pairs: bench/avatar_pairs.sh gets the carried EfficientNet-Lite0 weights (the
+    device's torch has no efficientnet-lite0 package: a lease of 2026-12-08 stopped at that error) and the
+    given PAIRS_ARGS, and the run's folder comes back as one tgz (to commit, or to resume from)."""
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench/avatar_pairs.sh").write_text('mkdir -p "$6/pairs"; echo "$@" > "$6/pairs/args.txt"\n')
+    weights = tmp_path / ".carry/effnet/efficientnet-lite0-57934424.pth"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"stub")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PAIRS_ARGS": "--limit 3 --kinds component"}
+    p = subprocess.run(["bash", str(ROOT / "scripts/avatar_gpu.sh"), "pairs"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    args = (tmp_path / "runs/pairs_bench/pairs/args.txt").read_text().split()
+    assert args[:6] == ["data/avatars", "src/e4e/assets/e4e_avatar128.safetensors",
+                        "models/avatar/psp_avatar128.safetensors", "models/avatar/eval_convnet_B.safetensors",
+                        "models/avatar/sim_resnet_A.safetensors", "runs/pairs_bench"]
+    assert args[6:] == ["--perceptual-weights", ".carry/effnet/efficientnet-lite0-57934424.pth",
+                        "--limit", "3", "--kinds", "component"]
+    listed = subprocess.run(["tar", "tzf", str(tmp_path / "runs/export/pairs_bench.tgz")], capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert "pairs/args.txt" in listed

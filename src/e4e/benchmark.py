@@ -622,7 +622,7 @@ CURVE_COLUMNS = [
 
 DIRECTION_COLUMNS = [
     ("kind", "direction", "s"), ("attribute", "attribute", "s"), ("target", "target", "s"),
-    ("s90", "strength for 90%", ".2f"), ("max_success", "best success on samples", ".3f"),
+    ("s90", "strength for 90%", ".2f"), ("max_success", "best success in calibration", ".3f"),
     ("accuracy", "SVM held-out accuracy", ".3f"), ("correlation", "|r| of component", ".3f"),
     ("component", "component", "s"), ("cos_ifg_samples", "cos to ifg_samples", ".3f"),
     ("cos_ifg_codes", "cos to ifg_codes", ".3f"), ("cos_component", "cos to component", ".3f"),

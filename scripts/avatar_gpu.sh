@@ -31,14 +31,17 @@
 # runs/export/pairs_bench.tgz; COUNT, GEN_SET, ENC_SET, PSP_SET (extra settings; PSP_SET: pSp's only,
 # e.g. "--w_norm_lambda 5e-4"; CPU smoke tests).
 # BUDGET_S (budget_left_s before the start call; START_S, LAST_CALL_S) cuts the time limit of every test,
-# bench, metrics and pairs step to the lease's end (GEN_MIN and ENC_MIN stay as given). A compile cache brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is
-# loaded first.
+# bench, metrics and pairs step to the lease's end (GEN_MIN and ENC_MIN stay as given). A compile cache
+# brought back by an earlier lease (.carry/compile_cache.bin.NN, carried) is loaded first.
 set -euo pipefail
 PHASE=${1:?phase: start, watch or driver}
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/e4e-inductor}
 export PYTHONPATH=/tmp/site:$PWD/src
 OUT=${OUT:-out/gpu}
 E4E="python3 -m e4e.cli"
+# EfficientNet-Lite0 (perceptual loss and metric, FID proxy), carried: the device's torch has no
+# efficientnet-lite0 package for the CLI to fall back to
+EFFNET=.carry/effnet/efficientnet-lite0-57934424.pth
 mkdir -p "$OUT" runs/export runs/keep
 
 export_encoder() {  # export_encoder RUN: its encoder as fp16 parts, latent_avg (fp32) and opts beside them
@@ -59,7 +62,7 @@ PY
 encoder_flags() {  # encoder_flags GENERATOR KIND EXP_DIR MINUTES
   local common=(--dataset_type avatar_encode --train_data data/avatars --stylegan_weights "$1"
     --encoder_mode ir_se --encoder_widths 32,48,64,128 --encoder_units 2,2,3,2 --encoder_head_width 64
-    --perceptual efficientnet --perceptual_weights .carry/effnet/efficientnet-lite0-57934424.pth
+    --perceptual efficientnet --perceptual_weights "$EFFNET"
     --lpips_lambda 0.8 --l2_lambda 1.0 --id_lambda 0.5 --sim_weights models/avatar/sim_resnet_A.safetensors
     --learning_rate 3e-4 --batch_size 32 --test_batch_size 64 --val_batches 8 --workers 6 --bf16 true
     --max_steps 1000000 --val_interval 1000 --image_interval 500 --board_interval 50 --save_interval 500
@@ -78,7 +81,7 @@ encoder_flags() {  # encoder_flags GENERATOR KIND EXP_DIR MINUTES
 
 encoder_files() {  # what the encoder stage reads beside the code: it may come with a later call (the tree
   # that travels is capped at 64 MiB), so the stage and its smoke run wait for these paths
-  echo .carry/effnet/efficientnet-lite0-57934424.pth models/avatar/sim_resnet_A.safetensors
+  echo "$EFFNET" models/avatar/sim_resnet_A.safetensors
   [ -z "${ENC_INIT:-}" ] || echo models/avatar/psp_avatar128.safetensors
   [ -z "${METRICS:-}" ] || echo models/avatar/eval_convnet_B.safetensors
 }
@@ -121,12 +124,16 @@ print("seeded runs/g128 at step", step, "(Adam moments start afresh)")
 PY
 }
 
-cap() {  # cap SECONDS: a step's time limit, cut to what is left of the lease where that is less (END_AT,
-  # epoch seconds, written by `start` from BUDGET_S), and never under 30 s
+cap() {  # cap SECONDS: a step's time limit, cut to what is left of the lease where that is less
+  # (runs/end_at, epoch seconds, written by `start` from BUDGET_S), and never under 30 s
   local s=$1 end left; end=$(cat runs/end_at 2>/dev/null || true)
   if [ -n "$end" ]; then left=$(( end - $(date +%s) )); [ "$left" -ge "$s" ] || s=$left; fi
   [ "$s" -ge 30 ] || s=30
   echo "$s"
+}
+
+effnet_flag() {  # the e4e eval / metrics flag for the carried weights, where they were carried
+  [ ! -f "$EFFNET" ] || echo --perceptual-weights "$EFFNET"
 }
 
 gpu_test_files() {  # gpu_test_files SECONDS LOG FILE...: each file's GPU tests in a pytest process of its own
@@ -222,7 +229,8 @@ driver() {
     fi
     timeout -k 15 "$(cap "${METRICS_S:-600}")" python3 bench/avatar_model_metrics.py --data data/avatars \
       --e4e src/e4e/assets/e4e_avatar128.safetensors --psp models/avatar/psp_avatar128.safetensors \
-      --classifier models/avatar/eval_convnet_B.safetensors -o runs/metrics --device cuda ${METRICS_ARGS:-} \
+      --classifier models/avatar/eval_convnet_B.safetensors -o runs/metrics --device cuda \
+      $(effnet_flag) ${METRICS_ARGS:-} \
       > runs/metrics.out 2>&1 || echo "metrics failed"
     tail -n 30 runs/metrics.out; cp runs/metrics/model_metrics.* runs/export/ 2>/dev/null || true
     echo "assembly and metrics in $(( $(date +%s) - t )) s"
@@ -296,11 +304,9 @@ pairs_step() {  # issue #18 on the test split, with the models this lease made (
   # an earlier lease's unfinished run, carried back as .carry/pairs_bench.tgz: its finished methods are
   # reused (e4e eval's cache; the same command, models and data path)
   if [ -f .carry/pairs_bench.tgz ]; then mkdir -p runs/pairs_bench && tar xzf .carry/pairs_bench.tgz -C runs/pairs_bench; fi
-  # the device's torch has no efficientnet-lite0 package: the metric's weights are the carried copy
-  local effnet=.carry/effnet/efficientnet-lite0-57934424.pth
   timeout -k 15 "$(cap "${PAIRS_S:-480}")" bash bench/avatar_pairs.sh data/avatars src/e4e/assets/e4e_avatar128.safetensors \
     models/avatar/psp_avatar128.safetensors models/avatar/eval_convnet_B.safetensors \
-    models/avatar/sim_resnet_A.safetensors runs/pairs_bench $([ -f $effnet ] && echo --perceptual-weights $effnet) \
+    models/avatar/sim_resnet_A.safetensors runs/pairs_bench $(effnet_flag) \
     ${PAIRS_ARGS:-} > runs/pairs.out 2>&1 \
     || echo "pairs benchmark failed or ran out of time (rerun: its finished methods are cached)"
   tail -n 12 runs/pairs.out

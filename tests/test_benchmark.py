@@ -481,6 +481,17 @@ def test_cli_pairs_kinds_attributes_and_calib_grid(avatar_setup, tmp_path, monke
     assert "reusing the directions" in log and "reusing the rows" in log
     assert main(argv[:-1] + ["--kinds", "ifg_samples,component"]) == 0  # other kinds: fitted again
     assert "reusing the directions" not in capsys.readouterr().out
+    # fewer kinds and fewer images (so fewer targets): the saved superset serves, and gives the same
+    # directions and the same table as a fresh fit of just these
+    fewer = argv[:-1] + ["--kinds", "component", "--sheet-kind", "component", "--limit", "1"]
+    assert main(fewer) == 0
+    assert "reusing the directions" in capsys.readouterr().out
+    fresh = tmp_path / "fresh"
+    assert main([str(fresh) if a == str(out) else a for a in fewer]) == 0
+    assert "reusing the directions" not in capsys.readouterr().out
+    for name in ("pairs_directions.csv", "pairs_curves.csv"):
+        assert (out / name).read_text() == (fresh / name).read_text(), name
+    assert {r.split(",")[0] for r in (out / "pairs_directions.csv").read_text().splitlines()[1:]} == {"component"}
     # strengths calibrated on the encoder's codes of training avatars after the fitted ones
     codes = argv + ["--kinds", "codes_wplus", "--sheet-kind", "codes_wplus", "--direction-images", "5",
                     "--calib-samples", "3", "--calib-on", "codes"]
@@ -515,3 +526,17 @@ def test_cli_pairs_without_attribute_module(avatar_setup, tmp_path, capsys):
                str(root / "e4e.safetensors")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and ("--classifier" in err or "e4e.checkpoints.attributes" in err)
+
+
+def test_covers_and_select_directions():
+    assert bm.covers(["ifg_codes", "component"], {"hair_colour": ["black", "red"], "smile": ["0", "1"]},
+                     ["component"], {"hair_colour": ["red"]})
+    assert not bm.covers(["component"], {"smile": ["0", "1"]}, ["component", "ifg_codes"], {"smile": ["1"]})
+    assert not bm.covers(["component"], {"smile": ["1"]}, ["component"], {"smile": ["0"]})
+    assert not bm.covers(["component"], {"smile": ["0", "1"]}, ["component"], {"hat": ["1"]})
+    v = torch.zeros(4)
+    dirs = [bm.Direction(k, a, t, v) for k in ("ifg_codes", "component") for a, t in (("smile", "1"), ("hat", "0"))]
+    notes = ["ifg_codes hat=1: not fitted", "component hair_colour=pink: same label", "skipped x.png: unreadable"]
+    keep, kept = bm.select_directions(dirs, notes, ("component",), {"smile": ["1"], "hair_colour": ["pink"]})
+    assert [(d.kind, d.attribute, d.target) for d in keep] == [("component", "smile", "1")]
+    assert kept == notes[1:]

@@ -566,6 +566,32 @@ def directions_info(path) -> dict:
     return json.loads(_directions_meta(path).get("info", "{}"))
 
 
+def covers(fitted_kinds, fitted_targets: dict, kinds, targets: dict) -> bool:
+    """Whether directions fitted for (fitted_kinds, fitted_targets) include every (kind, attribute, target)
+    of (kinds, targets). Each direction is fitted and calibrated on its own (fixed seeds, the same samples and
+    codes whatever else is fitted), so a superset's directions are the subset's: a run with fewer images
+    (fewer targets) or fewer kinds can reuse them."""
+    return set(kinds) <= set(fitted_kinds) and all(
+        set(values) <= set(fitted_targets.get(attribute, ())) for attribute, values in targets.items())
+
+
+def select_directions(dirs: list[Direction], notes: list[str], kinds, targets: dict) -> tuple[list[Direction],
+                                                                                              list[str]]:
+    """The directions (and skip notes: "<kind> <attribute>=<target>: ...") of `kinds` and `targets` only;
+    other notes (unreadable files) are kept."""
+    import re
+
+    def wanted(kind, attribute, target):
+        return kind in kinds and target in targets.get(attribute, ())
+    keep = [d for d in dirs if wanted(d.kind, d.attribute, d.target)]
+    kept_notes = []
+    for n in notes:
+        m = re.match(r"(\w+) (\w+)=(\S+):", n)
+        if m is None or m.group(1) not in KINDS or wanted(*m.groups()):
+            kept_notes.append(n)
+    return keep, kept_notes
+
+
 def _as_w(vector: torch.Tensor) -> torch.Tensor:
     return vector.float().reshape(-1, vector.shape[-1]).mean(0)
 

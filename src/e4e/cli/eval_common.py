@@ -97,6 +97,12 @@ def cached(out: Path, key: str, fp: dict) -> dict | None:
     return load(out / CACHE, key, fp)
 
 
+def saved_entry(out: Path, key: str) -> dict | None:
+    """The entry ({"fingerprint", "row"}) an earlier run saved under `key`, whatever its fingerprint."""
+    from e4e.resultcache import saved
+    return saved(out / CACHE, key)
+
+
 def save_cached(out: Path, key: str, fp: dict, row: dict) -> None:
     from e4e.resultcache import save_cached as save
     save(out / CACHE, key, fp, row)

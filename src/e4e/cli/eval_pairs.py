@@ -9,7 +9,8 @@ Writes OUT/pairs.md (tables + definitions + the command), OUT/pairs_summary.csv 
 OUT/pairs_curves.csv (method x direction kind x attribute x strength), OUT/pairs_directions.csv,
 OUT/pairs_tradeoff.png, OUT/pairs_bars.png, OUT/sheets/<method>.png (input | inversion | edit | truth) and
 OUT/directions.safetensors. Directions and each method's rows are kept in OUT/.cache with a fingerprint of
-what they depend on, so an interrupted run resumes at the method it was on.
+what they depend on, so an interrupted run resumes at the method it was on; directions fitted for more
+kinds or targets (a larger --limit) serve a run that asks for fewer.
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def run_pairs(args) -> int:
     from e4e import benchmark as bm
     from e4e.api import load, resolve_device
     from e4e.cli.eval_common import (build_scorers, cached, command_line, device_name, parse_floats,
-                                     parse_methods, save_cached)
+                                     parse_methods, save_cached, saved_entry)
     from e4e.evaluate import REFINED, EvalOptions, image_features, markdown_table, same_generator, write_csv
     from e4e.imageio import save_grid
     from e4e.plot import BarPanel, Panel, bar_panels, scatter_panels
@@ -161,10 +162,15 @@ def run_pairs(args) -> int:
             "data": str(Path(args.pairs).resolve()), "fit": args.fit, "seed": args.seed,
             "metrics": [args.perceptual_weights, args.lpips_backbone, args.lpips_weights, args.lpips_net,
                         args.inception]}
-    fp_dirs = _plain({**base, "targets": targets, "options": repr(dopts)})
+    # a saved set made the same way for a superset of these kinds and targets serves this run (bm.covers)
+    how = {**base, "options": repr(replace(dopts, kinds=()))}
+    fp_dirs = _plain({**how, "kinds": list(kinds), "targets": targets})
     dir_file = out / "directions.safetensors"
-    if cached(out, "pairs-directions", fp_dirs) is not None and dir_file.is_file():
-        dirs, dir_notes = bm.load_directions(dir_file)
+    entry = saved_entry(out, "pairs-directions")
+    fp_saved = entry["fingerprint"] if entry is not None else {}
+    if (dir_file.is_file() and {k: v for k, v in fp_saved.items() if k not in ("kinds", "targets")} == _plain(how)
+            and bm.covers(fp_saved["kinds"], fp_saved["targets"], kinds, targets)):
+        dirs, dir_notes = bm.select_directions(*bm.load_directions(dir_file), kinds, targets)
         say(f"reusing the directions in {dir_file}")
     else:
         dirs, dir_notes = bm.prepare_directions(data, targets, e4e, judge, labeller, dopts, progress=not args.quiet)

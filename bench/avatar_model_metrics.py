@@ -74,12 +74,6 @@ def cached_stage(work: Path, name: str, fp: dict, fn):
     return out
 
 
-def read_labels(root: Path) -> list[dict]:
-    import csv
-    with open(root / "labels.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def images_of(root: Path, files: list[str], size: int) -> torch.Tensor:
     from e4e.benchmark import load_files
     images, names, skipped = load_files(root, files, size)
@@ -161,7 +155,8 @@ def main(argv=None) -> int:
     base = {"g": sha(args.e4e), "judge": sha(args.classifier), "size": size, "batch": args.batch_size,
             "features": scorers.features_name, "perceptual": scorers.perceptual_name}
 
-    rows = read_labels(args.data)
+    from e4e.data.avatars import read_table
+    rows = read_table(Path(args.data) / "labels.csv", ("file", "split"))
     test = [r for r in rows if r["split"] == "test"][:args.test_limit]
     train = [r for r in rows if r["split"] == "train"]
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:args.train]

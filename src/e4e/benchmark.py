@@ -45,7 +45,6 @@ real images are left out).
 """
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,22 +83,12 @@ class PairSet:
         return [r for r in self.labels if r["split"] == name]
 
 
-def _read_csv(path: Path, need: tuple[str, ...]) -> list[dict]:
-    if not path.is_file():
-        raise E4EError(f"{path}: not found (a dataset folder from `e4e data avatars` has labels.csv and pairs.csv)")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in need if c not in (reader.fieldnames or [])]
-        if missing:
-            raise E4EError(f"{path}: missing column(s) {', '.join(missing)}")
-        return list(reader)
-
-
 def read_pairs(root, attributes: tuple[str, ...] = EDIT_ATTRIBUTES) -> PairSet:
     """Reads DIR/labels.csv and DIR/pairs.csv; keeps the pairs of `attributes` whose source is a test image."""
+    from e4e.data.avatars import read_table
     root = Path(root)
-    labels = _read_csv(root / "labels.csv", ("file", "split", *attributes))
-    pairs = _read_csv(root / "pairs.csv", ("file", "source", "attribute", "target", *attributes))
+    labels = read_table(root / "labels.csv", ("file", "split", *attributes))
+    pairs = read_table(root / "pairs.csv", ("file", "source", "attribute", "target", *attributes))
     test = {r["file"] for r in labels if r["split"] == "test"}
     unknown = sorted({p["attribute"] for p in pairs} - set(EDIT_ATTRIBUTES))
     if unknown:

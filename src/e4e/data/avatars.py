@@ -376,19 +376,31 @@ def _typed(row: dict) -> dict:
     return row
 
 
+def read_table(path: str | Path, need: tuple[str, ...] = ()) -> list[dict]:
+    """A labels.csv or pairs.csv as string rows (the one reader of this format: the typed readers below, the
+    editing benchmark and the bench scripts use it); a one-line error for a missing file or column."""
+    path = Path(path)
+    if not path.is_file():
+        what = "no pairs file" if path.name == "pairs.csv" else "not found"
+        raise E4EError(f"{path}: {what} (build the folder with `e4e data avatars {path.parent}"
+                       + (" --pairs`)" if path.name == "pairs.csv" else "`)"))
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in need if c not in (reader.fieldnames or [])]
+        if missing:
+            raise E4EError(f"{path}: missing column(s) {', '.join(missing)}")
+        return list(reader)
+
+
 def read_labels(root: str | Path) -> list[dict]:
     """labels.csv rows, binary columns as ints (decode_options(row) gives the dicebear options)."""
-    with open(Path(root) / "labels.csv", newline="", encoding="utf-8") as f:
-        return [_typed(r) for r in csv.DictReader(f)]
+    return [_typed(r) for r in read_table(Path(root) / "labels.csv", ("file", "split", *BINARY_ATTRIBUTES))]
 
 
 def read_pairs(root: str | Path) -> list[dict]:
     """pairs.csv rows: file, source, attribute, target (0/1 int or a colour name), the pair's labels."""
-    path = Path(root) / "pairs.csv"
-    if not path.is_file():
-        raise E4EError(f"{path}: no pairs file (build with `e4e data avatars {root} --pairs`)")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [_typed(r) for r in csv.DictReader(f)]
+    rows = [_typed(r) for r in read_table(Path(root) / "pairs.csv",
+                                          ("file", "source", "attribute", "target", *BINARY_ATTRIBUTES))]
     for r in rows:
         if r["attribute"] in BINARY_ATTRIBUTES:
             r["target"] = int(r["target"])

@@ -3,9 +3,9 @@ sample sheets and, for each claim of the e4e paper, whether the numbers reproduc
 
     python bench/results_doc.py BENCH_DIR [--docs docs] [--kind ifg_samples]
 
-In: BENCH_DIR/pairs_summary.csv, pairs_curves.csv, pairs_directions.csv, pairs.md (its Command/Date/Device
-lines), pairs_tradeoff.png, pairs_bars.png, sheets/*.png. Out: docs/results.md, with the figures copied to
-docs/eval/pairs/. The verdicts are computed from the CSVs (the rules are printed next to them); the
+In: BENCH_DIR/pairs_summary.csv, pairs_curves.csv, pairs_directions.csv, pairs_paired.csv (when there),
+pairs.md (its Command/Date/Device lines), pairs_tradeoff.png, pairs_bars.png, sheets/*.png.
+Out: docs/results.md, with the figures copied to docs/eval/pairs/. The verdicts are computed from the CSVs (the rules are printed next to them); the
 "why" under each claim is left for a person who has looked at the sample sheets, marked as such.
 The text of the previous results.md (the emoji study) is kept at the end under "Earlier: emoji".
 """
@@ -42,7 +42,21 @@ def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> list[str]:
     return out
 
 
-def claims(summary: dict, s90: dict, attrs: list[str]) -> list[str]:
+def paired_text(paired: dict, attrs: list[str]) -> str:
+    """Claim 2's paired sentence: per attribute e4e − pSp ± s.e., and how many differences the pairs resolve."""
+    rows = [(a, paired[a]) for a in attrs if a in paired and num(paired[a], "edit_perceptual_se")]
+    if not rows:
+        return ""
+    per = "; ".join(f"{a} {num(r, 'edit_perceptual_diff'):+.4f} ± {num(r, 'edit_perceptual_se'):.4f}"
+                    for a, r in rows)
+    lower = [a for a, r in rows if num(r, "edit_perceptual_z") < -2]
+    higher = [a for a, r in rows if num(r, "edit_perceptual_z") > 2]
+    return (f" Pair by pair (e4e − pSp, mean ± standard error over the pairs both scored): {per}. Resolved "
+            f"(|z| > 2): e4e closer on {len(lower)} ({', '.join(lower) or 'none'}), pSp closer on {len(higher)} "
+            f"({', '.join(higher) or 'none'}); the other {len(rows) - len(lower) - len(higher)} are within noise.")
+
+
+def claims(summary: dict, s90: dict, attrs: list[str], paired: dict | None = None) -> list[str]:
     e, p = summary.get("e4e"), summary.get("psp")
     if not (e and p):
         return ["The claims compare e4e with pSp: run the benchmark with both (--methods e4e,psp,...)."]
@@ -73,7 +87,8 @@ def claims(summary: dict, s90: dict, attrs: list[str]) -> list[str]:
             f"counterfactual, e4e vs pSp: {per}. Success {fmt(num(e, 'success'), '.3f')} vs "
             f"{fmt(num(p, 'success'), '.3f')}, preservation {fmt(num(e, 'preservation'), '.3f')} vs "
             f"{fmt(num(p, 'preservation'), '.3f')} (means over attributes). Rule: reproduced when e4e's edit "
-            "distance is lower on most attributes (the issue's target, with the reconstruction margin of claim 1).",
+            "distance is lower on most attributes (the issue's target, with the reconstruction margin of claim 1)."
+            + paired_text(paired or {}, scored),
             "", "_Why: to be written after reading the sample sheets._", ""]
     # 3. perceptual quality of edits
     fe, fp = num(e, "edit_fid"), num(p, "edit_fid")
@@ -153,8 +168,12 @@ def main(argv=None) -> int:
         if (b / "sheets").is_dir() else []
     for s in sheets:
         shutil.copy(s, fig / f"sheet_{s.name}")
-    for name in ("pairs_summary.csv", "pairs_curves.csv", "pairs_directions.csv", "pairs.md"):
+    for name in ("pairs_summary.csv", "pairs_curves.csv", "pairs_directions.csv", "pairs.md", "pairs_paired.csv"):
+        if name == "pairs_paired.csv" and not (b / name).is_file():
+            continue  # written when e4e and pSp both ran, by versions that keep per-pair values
         shutil.copy(b / name, fig / name)
+    paired = {r["attribute"]: r for r in (read(b / "pairs_paired.csv") if (b / "pairs_paired.csv").is_file() else [])
+              if r["kind"] == args.kind and r["strength"] == "s90"}
 
     old = (docs / "results.md").read_text(encoding="utf-8") if (docs / "results.md").is_file() else ""
     earlier = old[old.index(EARLIER):] if EARLIER in old else (
@@ -191,7 +210,7 @@ def main(argv=None) -> int:
                               ("edit_fid", "edit FID ↓", ".2f")]), "",
         *fixed_strength(curves, args.kind, args.fixed, attrs),
         "![trade-off](eval/pairs/pairs_tradeoff.png)", "", "![per attribute](eval/pairs/pairs_bars.png)", "",
-        "## The paper's claims", "", *claims(summary, s90, attrs),
+        "## The paper's claims", "", *claims(summary, s90, attrs, paired),
         "## Directions compared (mean over attributes at s90)", "",
         *table(comp, [("kind", "direction", "s"), ("method", "method", "s"), ("attributes", "attributes", "s"),
                       ("success", "success ↑", ".3f"), ("preservation", "preservation ↑", ".3f"),

@@ -430,6 +430,18 @@ def test_cli_pairs_end_to_end_and_resume(avatar_setup, tmp_path, monkeypatch, ca
     assert all(0 <= float(c["success"]) <= 1 and float(c["edit_mse"]) >= 0 for c in e4e_cells)
     refs = [c for c in curves if c["method"] == "truth"]
     assert len(refs) == 5 and all(float(c["success"]) == 1 for c in refs)  # the stub reads the truth exactly
+    assert all(c["edit_perceptual_se"] != "" for c in e4e_cells if int(c["pairs"]) > 1)
+    with open(out / "pairs_paired.csv") as f:  # e4e minus pSp on the same pairs, cell by cell
+        paired = list(csv.DictReader(f))
+    two = {(c["attribute"], c["strength"]): c for c in curves if c["method"] == "e4e" and c["kind"] == "ifg_samples"}
+    for r in paired:
+        if r["kind"] == "ifg_samples":
+            e = two[(r["attribute"], r["strength"])]
+            p = next(c for c in curves if c["method"] == "psp" and c["kind"] == "ifg_samples"
+                     and c["attribute"] == r["attribute"] and c["strength"] == r["strength"])
+            assert float(r["edit_perceptual_diff"]) == pytest.approx(
+                float(e["edit_perceptual"]) - float(p["edit_perceptual"]), rel=1e-4, abs=1e-6)  # same pairs
+    assert {r["strength"] for r in paired} >= {"0.0", "2.0"}
     md = (out / "pairs.md").read_text()
     assert "Command: `e4e eval" in md and "--pairs" in md and "## Directions" in md and "| ifg_codes |" in md
     for name in ("pairs_tradeoff.png", "pairs_bars.png", "directions.safetensors"):
@@ -444,6 +456,7 @@ def test_cli_pairs_end_to_end_and_resume(avatar_setup, tmp_path, monkeypatch, ca
     assert "### 1. Distortion" in page and "| e4e |" in page and "## Earlier: emoji" in page and "emoji text" in page
     assert (docs / "eval" / "pairs" / "pairs_tradeoff.png").is_file()
     assert (docs / "eval" / "pairs" / "sheet_pti.png").is_file()
+    assert (docs / "eval" / "pairs" / "pairs_paired.csv").is_file()
     # rerun: every method and the directions come from the cache, the table is the same
     rc = main(argv[:-1])
     log = capsys.readouterr().out
@@ -540,3 +553,50 @@ def test_covers_and_select_directions():
     keep, kept = bm.select_directions(dirs, notes, ("component",), {"smile": ["1"], "hair_colour": ["pink"]})
     assert [(d.kind, d.attribute, d.target) for d in keep] == [("component", "smile", "1")]
     assert kept == notes[1:]
+
+
+def test_mean_and_se_and_paired_rows():
+    assert bm.mean_and_se([1.0]) == (1.0, None)
+    m, se = bm.mean_and_se([1.0, 2.0, 3.0, 6.0])
+    assert m == 3.0 and se == pytest.approx(np.std([1, 2, 3, 6], ddof=1) / 2)
+
+    def cell(method, files, perc, mse, strength="s90"):
+        return {"method": method, "kind": "codes_wplus", "attribute": "smile", "strength": strength,
+                "per_pair": {"file": files, "edit_perceptual": perc, "edit_mse": mse}}
+    curves = [cell("e4e", ["a", "b", "c"], [1.0, 2.0, 4.0], [0.1, 0.2, 0.3]),
+              cell("psp", ["c", "a", "b", "d"], [5.0, 2.0, 2.5, 9.0], [0.3, 0.1, 0.1, 0.9]),
+              cell("psp", ["a"], [1.0], [0.1], strength="1.0"),  # no e4e cell at this strength
+              {"method": "e4e", "kind": "codes_wplus", "attribute": "hat", "strength": "s90"}]  # an older row
+    rows = bm.paired_rows(curves)
+    assert len(rows) == 1 and rows[0]["pairs"] == 3  # matched by file, not position; "d" only pSp scored
+    diffs = [1.0 - 2.0, 2.0 - 2.5, 4.0 - 5.0]  # a, b, c
+    assert rows[0]["edit_perceptual_diff"] == pytest.approx(np.mean(diffs))
+    assert rows[0]["edit_perceptual_se"] == pytest.approx(np.std(diffs, ddof=1) / np.sqrt(3))
+    assert rows[0]["edit_perceptual_z"] == pytest.approx(rows[0]["edit_perceptual_diff"] / rows[0]["edit_perceptual_se"])
+    assert rows[0]["edit_mse_diff"] == pytest.approx(np.mean([0.0, 0.1, 0.0]))
+
+
+def test_group_row_keeps_per_pair_values_and_standard_errors():
+    g = bm._Group()
+    for ok, d, f in ((True, 1.0, "a"), (False, 3.0, "b")):
+        g.success.append(ok)
+        g.preserved.append(True)
+        g.mse.append(d / 10)
+        g.perceptual.append(d)
+        g.strength.append(2.0)
+        g.files.append(f)
+    row = g.row({}, seed=0, realism=False)
+    assert row["success"] == 0.5 and row["success_se"] == pytest.approx(0.5)
+    assert row["preservation_se"] == 0.0 and row["edit_perceptual"] == 2.0
+    assert row["per_pair"] == {"file": ["a", "b"], "edit_mse": [0.1, 0.3], "edit_perceptual": [1.0, 3.0]}
+
+
+def test_results_doc_paired_sentence_counts_resolved_differences():
+    rd = results_doc()
+    paired = {"smile": {"edit_perceptual_diff": "-0.05", "edit_perceptual_se": "0.01", "edit_perceptual_z": "-5"},
+              "hat": {"edit_perceptual_diff": "0.02", "edit_perceptual_se": "0.02", "edit_perceptual_z": "1"},
+              "glasses": {"edit_perceptual_diff": "0.3", "edit_perceptual_se": "0.1", "edit_perceptual_z": "3"}}
+    text = rd.paired_text(paired, ["smile", "glasses", "hat", "facial_hair"])
+    assert "smile -0.0500 ± 0.0100" in text and "e4e closer on 1 (smile)" in text
+    assert "pSp closer on 1 (glasses)" in text and "the other 1 are within noise" in text
+    assert rd.paired_text({}, ["smile"]) == ""

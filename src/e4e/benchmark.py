@@ -41,7 +41,8 @@ predictions on the true counterfactual (so classifier bias and legitimate coupli
 colour cancel); edit MSE / perceptual = between the (clamped) edit and the counterfactual; realism (at s90 only: one
 FID per cell and target value is the slow part) = FID / KID of the edits against real test avatars that
 have the target value (weighted over target values; target values with fewer than REALISM_MIN edits or
-real images are left out).
+real images are left out). Each cell's means come with standard errors, and `paired_rows` compares two
+methods pair by pair (the same test pairs, so the spread between avatars cancels).
 """
 from __future__ import annotations
 
@@ -309,15 +310,21 @@ class _Group:
 
     def __init__(self):
         self.success, self.preserved, self.mse, self.perceptual, self.strength = [], [], [], [], []
+        self.files: list[str] = []  # the pair (counterfactual file) of each value, for paired comparisons
         self.features: dict[str, list[torch.Tensor]] = {}  # target -> edit features
 
     def row(self, real_by_target: dict, seed: int, realism: bool = True, device=None) -> dict:
-        """Means over the pairs; with `realism`, FID / KID against the real images of each target value
-        (computed on `device`: 1280-d covariances are slow in float64 on a CPU)."""
+        """Means over the pairs with their standard errors (`<key>_se`), the per-pair distances under
+        "per_pair" (for `paired_rows`; not a table column); with `realism`, FID / KID against the real
+        images of each target value (computed on `device`: 1280-d covariances are slow in float64 on a CPU)."""
         n = len(self.success)
-        row = {"pairs": n, "success": sum(self.success) / n, "preservation": sum(self.preserved) / n,
-               "edit_mse": sum(self.mse) / n, "edit_perceptual": sum(self.perceptual) / n,
-               "strength_used": sum(self.strength) / n}
+        row = {"pairs": n, "strength_used": sum(self.strength) / n}
+        for key, vals in (("success", self.success), ("preservation", self.preserved), ("edit_mse", self.mse),
+                          ("edit_perceptual", self.perceptual)):
+            row[key], row[f"{key}_se"] = mean_and_se([float(v) for v in vals])
+        if len(self.files) == n:
+            row["per_pair"] = {"file": list(self.files), "edit_mse": list(self.mse),
+                               "edit_perceptual": list(self.perceptual)}
         fids, kids, weights = [], [], []
         for target, feats in (self.features.items() if realism else ()):
             f, real = torch.cat(feats).to(device), real_by_target.get(target)
@@ -331,6 +338,40 @@ class _Group:
             row["edit_fid"] = sum(w * v for w, v in zip(weights, fids)) / sum(weights)
             row["edit_kid"] = sum(w * v for w, v in zip(weights, kids)) / sum(weights)
         return row
+
+
+def mean_and_se(values: list[float]) -> tuple[float, float | None]:
+    """(mean, standard error of the mean: sample standard deviation / sqrt(n); None for n < 2)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def paired_rows(curves: list[dict], a: str = "e4e", b: str = "psp") -> list[dict]:
+    """Method a minus method b on the pairs both scored, cell by cell (kind, attribute, strength): the mean
+    paired difference of the edit distances to the truth and its standard error. Paired, so the spread
+    between avatars (some are far harder to edit than others) cancels; `z` = mean / se, |z| > 2 is a
+    difference the sample size resolves. Cells without per-pair values (rows of an earlier version) are left out."""
+    cell = {(c["method"], c["kind"], c["attribute"], c["strength"]): c for c in curves if c.get("per_pair")}
+    rows = []
+    for (m, kind, attribute, strength), ca in cell.items():
+        cb = cell.get((b, kind, attribute, strength))
+        if m != a or cb is None:
+            continue
+        pa, pb = ca["per_pair"], cb["per_pair"]
+        at = {f: i for i, f in enumerate(pb["file"])}
+        common = [(i, at[f]) for i, f in enumerate(pa["file"]) if f in at]
+        if not common:
+            continue
+        row = {"kind": kind, "attribute": attribute, "strength": strength, "pairs": len(common)}
+        for key in ("edit_perceptual", "edit_mse"):
+            d, se = mean_and_se([pa[key][i] - pb[key][j] for i, j in common])
+            row[f"{key}_diff"], row[f"{key}_se"] = d, se
+            row[f"{key}_z"] = d / se if se else None
+        rows.append(row)
+    return rows
 
 
 def _chunks(fn, x: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -416,6 +457,7 @@ def _score_pairs(unit, sources, pairs_of, truths, truth_labels, by_key, scorers,
             g.mse.append(mse[j])
             g.perceptual.append(perc[j])
             g.strength.append(s)
+            g.files.append(p["file"])
             g.features.setdefault(p["target"], []).append(feats[j:j + 1])
             if kind == opts.sheet_kind and label == S90 and len(sheet) < opts.sheet_pairs * 4:
                 sheet += [x[i].cpu(), recon[i].cpu(), edited[j].cpu(), t[j].cpu()]
@@ -633,6 +675,16 @@ CURVE_COLUMNS = [
     ("success", "success ↑", ".3f"), ("preservation", "preservation ↑", ".3f"),
     ("edit_mse", "edit MSE ↓", ".4f"), ("edit_perceptual", "edit perceptual ↓", ".4f"),
     ("edit_fid", "edit FID ↓", ".2f"), ("edit_kid", "edit KID ×10³ ↓", "kid"),
+]
+# the CSV's extra columns: standard errors of the means (pairs.md leaves them out to stay readable)
+CURVE_SE_COLUMNS = [(f"{k}_se", f"{k} s.e.", ".4f") for k in ("success", "preservation", "edit_mse",
+                                                                 "edit_perceptual")]
+
+PAIRED_COLUMNS = [
+    ("kind", "direction", "s"), ("attribute", "attribute", "s"), ("strength", "strength", "s"),
+    ("pairs", "pairs", "d"), ("edit_perceptual_diff", "edit perceptual, e4e − pSp", ".4f"),
+    ("edit_perceptual_se", "s.e.", ".4f"), ("edit_perceptual_z", "z", ".1f"),
+    ("edit_mse_diff", "edit MSE, e4e − pSp", ".5f"), ("edit_mse_se", "s.e. ", ".5f"), ("edit_mse_z", "z ", ".1f"),
 ]
 
 DIRECTION_COLUMNS = [

@@ -6,7 +6,8 @@ device and resumable row cache are the same, and the reconstruction / LEC / dist
 e4e.evaluate's; the pairs add the edits scored against the true counterfactuals.
 
 Writes OUT/pairs.md (tables + definitions + the command), OUT/pairs_summary.csv (one row per method),
-OUT/pairs_curves.csv (method x direction kind x attribute x strength), OUT/pairs_directions.csv,
+OUT/pairs_curves.csv (method x direction kind x attribute x strength, with standard errors),
+OUT/pairs_paired.csv (e4e minus pSp pair by pair, with e4e and psp both run), OUT/pairs_directions.csv,
 OUT/pairs_tradeoff.png, OUT/pairs_bars.png, OUT/sheets/<method>.png (input | inversion | edit | truth) and
 OUT/directions.safetensors. Directions and each method's rows are kept in OUT/.cache with a fingerprint of
 what they depend on, so an interrupted run resumes at the method it was on; directions fitted for more
@@ -209,7 +210,10 @@ def run_pairs(args) -> int:
 
     summary = bm.summary_rows(recon_rows, curves, args.sheet_kind)
     write_csv(out / "pairs_summary.csv", summary, bm.SUMMARY_COLUMNS)
-    write_csv(out / "pairs_curves.csv", curves, bm.CURVE_COLUMNS)
+    write_csv(out / "pairs_curves.csv", curves, bm.CURVE_COLUMNS + bm.CURVE_SE_COLUMNS)
+    paired = bm.paired_rows(curves)
+    if paired:
+        write_csv(out / "pairs_paired.csv", paired, bm.PAIRED_COLUMNS)
     drows = bm.direction_rows(dirs)
     write_csv(out / "pairs_directions.csv", drows, bm.DIRECTION_COLUMNS)
 
@@ -253,6 +257,12 @@ def run_pairs(args) -> int:
             "attributes)", "", markdown_table(summary, bm.SUMMARY_COLUMNS), "",
             f"## Per attribute ({kind} at s90; reference rows: the unedited input and the truth itself)", "",
             markdown_table(per_attr, bm.CURVE_COLUMNS), "",
+            *([f"## e4e minus pSp, pair by pair ({kind} at s90)", "",
+               "The mean over the pairs both methods scored of (e4e's distance to the truth − pSp's), with its "
+               "standard error; z = mean / s.e. (|z| > 2: a difference this many pairs resolve). Every strength "
+               "and kind: pairs_paired.csv.", "",
+               markdown_table([r for r in paired if r["kind"] == kind and r["strength"] == bm.S90],
+                              bm.PAIRED_COLUMNS), ""] if paired else []),
             "## Directions", "", markdown_table(drows, bm.DIRECTION_COLUMNS), "",
             "Curves over strength for every direction kind: pairs_curves.csv. Figures: pairs_tradeoff.png, "
             "pairs_bars.png; sample sheets (input | inversion | edit | truth): sheets/<method>.png.", "",

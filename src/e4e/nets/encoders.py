@@ -260,22 +260,25 @@ class Encoder4Editing(_PyramidEncoder):
             raise E4EError(f"encoder stage must be an int >= 0 or {INFERENCE!r}, got {stage!r}")
         self.stage = stage
 
+    def n_open(self, stage: int | str) -> int:
+        """How many offsets (styles 1..n) `stage` adds to w0: all of them at inference."""
+        return self.n_styles - 1 if stage == INFERENCE else min(int(stage), self.n_styles - 1)
+
     @property
     def open_offsets(self) -> int:
-        """How many offsets (styles 1..n) the current stage adds to w0."""
-        return self.n_styles - 1 if self.stage == INFERENCE else min(self.stage, self.n_styles - 1)
+        """How many offsets the current stage adds to w0."""
+        return self.n_open(self.stage)
 
     def offset_mask(self, stage: int | str, device=None) -> torch.Tensor:
         """(n_styles,) float: 1 where the offset of a style is open at `stage`, 0 elsewhere (style 0 is w0)."""
         m = torch.zeros(self.n_styles, device=device)
-        n_open = self.n_styles - 1 if stage == INFERENCE else min(int(stage), self.n_styles - 1)
-        m[1:n_open + 1] = 1
+        m[1:self.n_open(stage) + 1] = 1
         return m
 
     def closed_parameters(self, stage: int | str) -> list[nn.Parameter]:
         """The parameters that the stage-`stage` forward does not use (the reference forward leaves their
         .grad None): heads of closed offsets, and the lateral layers of pyramid levels no open offset reads."""
-        n_open = self.n_styles - 1 if stage == INFERENCE else min(int(stage), self.n_styles - 1)
+        n_open = self.n_open(stage)
         closed = [p for i in range(n_open + 1, self.n_styles) for p in self.styles[i].parameters()]
         if n_open < self.coarse_ind:
             closed += list(self.latlayer1.parameters())

@@ -243,3 +243,10 @@ def test_face_default_follows_the_checkpoint(tmp_path, editor):
     inv.checkpoint_path = tmp_path / "e4e_ffhq_encode.pt"
     inv.checkpoint_path.write_bytes(b"")
     assert core.looks_like_faces(inv)
+
+
+def test_label_of_keeps_only_plain_characters():
+    from e4e.serve.core import label_of
+    assert label_of("../../etc/passwd") == "etc_passwd"
+    assert label_of("my photo (1).png") == "my_photo_1_.png"
+    assert label_of("...") == "image" and len(label_of("a" * 200)) == 80

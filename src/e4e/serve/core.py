@@ -73,7 +73,9 @@ def one_line(err: Exception, path=None) -> str:
     return text
 
 
-def safe_name(text: str) -> str:
+def label_of(text: str) -> str:
+    """A short [A-Za-z0-9_.+=-] label for an upload (session keys, download names): unlike
+    e4e.outputs.safe_name, which keeps a walked relative path, nothing of the client's text but these."""
     return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", text).strip("_.")[:80] or "image"
 
 
@@ -280,7 +282,7 @@ class Editor:
         codes = self.inverter.encode(x).float()
         target = to_tensor(image).to(dev)
         mse = distortion(self.render(codes), target.cpu())
-        return Inversion(safe_name(name or Path(path).stem), image, target.cpu(), codes.cpu(), mse)
+        return Inversion(label_of(name or Path(path).stem), image, target.cpu(), codes.cpu(), mse)
 
     # outputs
     @torch.no_grad()

@@ -111,7 +111,7 @@ def claims(summary: dict, s90: dict, attrs: list[str], paired: dict | None = Non
 
 
 def fixed_strength(curves: list[dict], kind: str, strength: float, attrs: list[str],
-                   methods=("e4e", "psp")) -> list[str]:
+                   methods=("e4e", "psp"), paired: list[dict] | None = None) -> list[str]:
     """Every attribute at one curve strength (s90 may exist for few of them): success and edit perceptual
     distance to the truth per method, beside the unedited inversion's distance (strength 0). [] when the
     curves have no such strength."""
@@ -125,9 +125,15 @@ def fixed_strength(curves: list[dict], kind: str, strength: float, attrs: list[s
     for key, what in (("success", "success ↑"), ("edit_perceptual", "edit perceptual ↓")):
         cols += [(f"{m}_{key}", f"{m} {what}", ".3f") for m in methods]
     cols += [(f"{m}_unedited", f"{m} unedited ↓", ".3f") for m in methods]
+    diff = {r["attribute"]: r for r in paired or [] if r["kind"] == kind and r["strength"] not in ("s90", "")
+            and float(r["strength"]) == strength and num(r, "edit_perceptual_se")}
+    if diff:
+        cols.append(("paired", "e4e − pSp edit perceptual ± s.e.", "s"))
     rows = []
     for a in attrs:
         row = {"attribute": a}
+        if a in diff:
+            row["paired"] = f"{num(diff[a], 'edit_perceptual_diff'):+.3f} ± {num(diff[a], 'edit_perceptual_se'):.3f}"
         for m in methods:
             at, zero = cell(m, a, strength), cell(m, a, 0.0)
             row.update({f"{m}_success": (at or {}).get("success", ""),
@@ -137,7 +143,9 @@ def fixed_strength(curves: list[dict], kind: str, strength: float, attrs: list[s
     return [f"## Every attribute at strength {strength:g} ({kind})", "",
             "s90 exists only where a direction reached 90 % success; this table scores every attribute at one "
             "fixed strength of the curves instead. The unedited column is the distance from the inversion itself "
-            "(strength 0) to the true counterfactual: an edit that helps lands below it.", "",
+            "(strength 0) to the true counterfactual: an edit that helps lands below it."
+            + (" The last column is the mean over the same pairs of e4e's distance minus pSp's, with its standard "
+               "error (negative: e4e closer to the truth)." if diff else ""), "",
             *table(rows, cols), ""]
 
 
@@ -172,8 +180,8 @@ def main(argv=None) -> int:
         if name == "pairs_paired.csv" and not (b / name).is_file():
             continue  # written when e4e and pSp both ran, by versions that keep per-pair values
         shutil.copy(b / name, fig / name)
-    paired = {r["attribute"]: r for r in (read(b / "pairs_paired.csv") if (b / "pairs_paired.csv").is_file() else [])
-              if r["kind"] == args.kind and r["strength"] == "s90"}
+    paired_all = read(b / "pairs_paired.csv") if (b / "pairs_paired.csv").is_file() else []
+    paired = {r["attribute"]: r for r in paired_all if r["kind"] == args.kind and r["strength"] == "s90"}
 
     old = (docs / "results.md").read_text(encoding="utf-8") if (docs / "results.md").is_file() else ""
     earlier = old[old.index(EARLIER):] if EARLIER in old else (
@@ -208,7 +216,7 @@ def main(argv=None) -> int:
                               ("edit_mse", "edit MSE vs truth ↓", ".4f"),
                               ("edit_perceptual", "edit perceptual vs truth ↓", ".4f"),
                               ("edit_fid", "edit FID ↓", ".2f")]), "",
-        *fixed_strength(curves, args.kind, args.fixed, attrs),
+        *fixed_strength(curves, args.kind, args.fixed, attrs, paired=paired_all),
         "![trade-off](eval/pairs/pairs_tradeoff.png)", "", "![per attribute](eval/pairs/pairs_bars.png)", "",
         "## The paper's claims", "", *claims(summary, s90, attrs, paired),
         "## Directions compared (mean over attributes at s90)", "",

@@ -357,6 +357,14 @@ def test_results_doc_fixed_strength_table_scores_every_attribute():
     assert smile == "| smile | 0.900 | 0.800 | 1.400 | 1.600 | 1.500 | 1.450 |"
     assert hat == "| hat | 0.500 | – | 3.000 | – | – | – |"  # s90 and other kinds are not mixed in
     assert rd.fixed_strength(curves, "codes_wplus", 3.0, ["smile"]) == []  # no such curve strength
+    paired = [{"kind": "codes_wplus", "attribute": "smile", "strength": "2.0", "edit_perceptual_diff": "-0.2",
+               "edit_perceptual_se": "0.05"},
+              {"kind": "codes_wplus", "attribute": "smile", "strength": "s90", "edit_perceptual_diff": "9",
+               "edit_perceptual_se": "1"}]
+    lines = rd.fixed_strength(curves, "codes_wplus", 2.0, ["smile", "hat"], paired=paired)
+    assert lines[4].endswith("| e4e − pSp edit perceptual ± s.e. |") and "standard error" in lines[2]
+    assert lines[6] == "| smile | 0.900 | 0.800 | 1.400 | 1.600 | 1.500 | 1.450 | -0.200 ± 0.050 |"
+    assert lines[7].endswith("| – | – |  |")
 
 
 def test_results_doc_verdicts_follow_the_numbers():

@@ -322,9 +322,9 @@ class _Group:
         for key, vals in (("success", self.success), ("preservation", self.preserved), ("edit_mse", self.mse),
                           ("edit_perceptual", self.perceptual)):
             row[key], row[f"{key}_se"] = mean_and_se([float(v) for v in vals])
-        if len(self.files) == n:
-            row["per_pair"] = {"file": list(self.files), "edit_mse": list(self.mse),
-                               "edit_perceptual": list(self.perceptual)}
+        if len(self.files) == n:  # 6 significant digits: the row cache of a full GPU run stays a few MB
+            row["per_pair"] = {"file": list(self.files), "edit_mse": [float(f"{v:.6g}") for v in self.mse],
+                               "edit_perceptual": [float(f"{v:.6g}") for v in self.perceptual]}
         fids, kids, weights = [], [], []
         for target, feats in (self.features.items() if realism else ()):
             f, real = torch.cat(feats).to(device), real_by_target.get(target)

@@ -301,6 +301,9 @@ def _definitions(bm, args, scorers, strengths) -> list[str]:
         f"with fewer than {bm.REALISM_MIN} edits or real images; small sets bias FID upwards, compare rows of "
         "similar size.",
         "- recon columns, LEC and Mahalanobis to W: as `e4e eval` (e4e.evaluate), on the same test images.",
+        "- s.e. (pairs_curves.csv's *_se columns, the paired table): the standard error of a mean over pairs, "
+        "sample standard deviation / sqrt(pairs). The pairs of one test image are not independent (they share "
+        "its inversion), so it is a lower bound on the uncertainty between image sets.",
     ]
 
 

@@ -302,8 +302,9 @@ def _definitions(bm, args, scorers, strengths) -> list[str]:
         "similar size.",
         "- recon columns, LEC and Mahalanobis to W: as `e4e eval` (e4e.evaluate), on the same test images.",
         "- s.e. (pairs_curves.csv's *_se columns, the paired table): the standard error of a mean over pairs, "
-        "sample standard deviation / sqrt(pairs). The pairs of one test image are not independent (they share "
-        "its inversion), so it is a lower bound on the uncertainty between image sets.",
+        "sample standard deviation / sqrt(pairs). A test image gives at most one pair per attribute, so a "
+        "cell's pairs are independent test images; it measures how much the sample of test avatars moves the "
+        "mean, not the uncertainty of the judge or of the directions' fit.",
     ]
 
 

@@ -51,9 +51,19 @@ def paired_text(paired: dict, attrs: list[str]) -> str:
                     for a, r in rows)
     lower = [a for a, r in rows if num(r, "edit_perceptual_z") < -2]
     higher = [a for a, r in rows if num(r, "edit_perceptual_z") > 2]
-    return (f" Pair by pair (e4e − pSp, mean ± standard error over the pairs both scored): {per}. Resolved "
+    text = (f" Pair by pair (e4e − pSp, mean ± standard error over the pairs both scored): {per}. Resolved "
             f"(|z| > 2): e4e closer on {len(lower)} ({', '.join(lower) or 'none'}), pSp closer on {len(higher)} "
             f"({', '.join(higher) or 'none'}); the other {len(rows) - len(lower) - len(higher)} are within noise.")
+    changed = [(a, r) for a, r in rows if num(r, "change_se")]
+    if changed:
+        better = [a for a, r in changed if num(r, "change_z") < -2]
+        worse = [a for a, r in changed if num(r, "change_z") > 2]
+        text += (" What the edit itself did (each method's change of distance from its own unedited inversion, "
+                 "e4e − pSp): " + "; ".join(f"{a} {num(r, 'change_diff'):+.4f} ± {num(r, 'change_se'):.4f}"
+                                             for a, r in changed)
+                 + f"; e4e's edits moved nearer the truth on {len(better)} ({', '.join(better) or 'none'}), pSp's on "
+                 f"{len(worse)} ({', '.join(worse) or 'none'}).")
+    return text
 
 
 def claims(summary: dict, s90: dict, attrs: list[str], paired: dict | None = None) -> list[str]:
@@ -129,11 +139,15 @@ def fixed_strength(curves: list[dict], kind: str, strength: float, attrs: list[s
             and float(r["strength"]) == strength and num(r, "edit_perceptual_se")}
     if diff:
         cols.append(("paired", "e4e − pSp edit perceptual ± s.e.", "s"))
+    if any(num(r, "change_se") for r in diff.values()):
+        cols.append(("change", "e4e − pSp change from unedited ± s.e.", "s"))
     rows = []
     for a in attrs:
         row = {"attribute": a}
         if a in diff:
             row["paired"] = f"{num(diff[a], 'edit_perceptual_diff'):+.3f} ± {num(diff[a], 'edit_perceptual_se'):.3f}"
+            if num(diff[a], "change_se"):
+                row["change"] = f"{num(diff[a], 'change_diff'):+.3f} ± {num(diff[a], 'change_se'):.3f}"
         for m in methods:
             at, zero = cell(m, a, strength), cell(m, a, 0.0)
             row.update({f"{m}_success": (at or {}).get("success", ""),
@@ -144,8 +158,9 @@ def fixed_strength(curves: list[dict], kind: str, strength: float, attrs: list[s
             "s90 exists only where a direction reached 90 % success; this table scores every attribute at one "
             "fixed strength of the curves instead. The unedited column is the distance from the inversion itself "
             "(strength 0) to the true counterfactual: an edit that helps lands below it."
-            + (" The last column is the mean over the same pairs of e4e's distance minus pSp's, with its standard "
-               "error (negative: e4e closer to the truth)." if diff else ""), "",
+            + (" The paired columns are means over the same pairs, with their standard errors (negative: e4e "
+               "better): e4e's distance minus pSp's, and e4e's change of distance from its unedited inversion "
+               "minus pSp's (what the edit did, the reconstruction gap cancelled)." if diff else ""), "",
             *table(rows, cols), ""]
 
 

@@ -362,7 +362,7 @@ def test_results_doc_fixed_strength_table_scores_every_attribute():
               {"kind": "codes_wplus", "attribute": "smile", "strength": "s90", "edit_perceptual_diff": "9",
                "edit_perceptual_se": "1"}]
     lines = rd.fixed_strength(curves, "codes_wplus", 2.0, ["smile", "hat"], paired=paired)
-    assert lines[4].endswith("| e4e − pSp edit perceptual ± s.e. |") and "standard error" in lines[2]
+    assert lines[4].endswith("| e4e − pSp edit perceptual ± s.e. |") and "standard errors" in lines[2]
     assert lines[6] == "| smile | 0.900 | 0.800 | 1.400 | 1.600 | 1.500 | 1.450 | -0.200 ± 0.050 |"
     assert lines[7].endswith("| – | – |  |")
 
@@ -582,6 +582,13 @@ def test_mean_and_se_and_paired_rows():
     assert rows[0]["edit_perceptual_se"] == pytest.approx(np.std(diffs, ddof=1) / np.sqrt(3))
     assert rows[0]["edit_perceptual_z"] == pytest.approx(rows[0]["edit_perceptual_diff"] / rows[0]["edit_perceptual_se"])
     assert rows[0]["edit_mse_diff"] == pytest.approx(np.mean([0.0, 0.1, 0.0]))
+    assert "change_diff" not in rows[0]  # no strength-0 cells to measure the change from
+    curves += [cell("e4e", ["b", "a"], [1.5, 0.5], [0, 0], strength="0.0"),
+               cell("psp", ["a", "b", "c"], [2.0, 2.0, 4.0], [0, 0, 0], strength="0.0")]
+    row = next(r for r in bm.paired_rows(curves) if r["strength"] == "s90")
+    changes = [(1.0 - 0.5) - (2.0 - 2.0), (2.0 - 1.5) - (2.5 - 2.0)]  # a, b ("c" has no e4e strength 0)
+    assert row["change_diff"] == pytest.approx(np.mean(changes)) and row["change_se"] == pytest.approx(0.25)
+    assert "change_diff" not in next(r for r in bm.paired_rows(curves) if r["strength"] == "0.0")
 
 
 def test_group_row_keeps_per_pair_values_and_standard_errors():
@@ -608,3 +615,6 @@ def test_results_doc_paired_sentence_counts_resolved_differences():
     assert "smile -0.0500 ± 0.0100" in text and "e4e closer on 1 (smile)" in text
     assert "pSp closer on 1 (glasses)" in text and "the other 1 are within noise" in text
     assert rd.paired_text({}, ["smile"]) == ""
+    paired["smile"].update(change_diff="-0.03", change_se="0.01", change_z="-3")
+    assert "e4e's edits moved nearer the truth on 1 (smile), pSp's on 0 (none)" in \
+        rd.paired_text(paired, ["smile", "hat"])

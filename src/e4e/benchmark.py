@@ -351,7 +351,9 @@ def mean_and_se(values: list[float]) -> tuple[float, float | None]:
 
 def paired_rows(curves: list[dict], a: str = "e4e", b: str = "psp") -> list[dict]:
     """Method a minus method b on the pairs both scored, cell by cell (kind, attribute, strength): the mean
-    paired difference of the edit distances to the truth and its standard error. Paired, so the spread
+    paired difference of the edit distances to the truth and its standard error, and ("change_*") the same
+    for how much each edit moved its distance from the unedited inversion's (perceptual; the part of the
+    distance that is reconstruction cancels). Paired, so the spread
     between avatars (some are far harder to edit than others) cancels; `z` = mean / se, |z| > 2 is a
     difference the sample size resolves. Cells without per-pair values (rows of an earlier version) are left out."""
     cell = {(c["method"], c["kind"], c["attribute"], c["strength"]): c for c in curves if c.get("per_pair")}
@@ -370,6 +372,18 @@ def paired_rows(curves: list[dict], a: str = "e4e", b: str = "psp") -> list[dict
             d, se = mean_and_se([pa[key][i] - pb[key][j] for i, j in common])
             row[f"{key}_diff"], row[f"{key}_se"] = d, se
             row[f"{key}_z"] = d / se if se else None
+        # what the edit itself changed: each method's distance minus its unedited (strength 0) distance on the
+        # same pair, e4e's change minus pSp's (the reconstruction gap between the two cancels)
+        za, zb = cell.get((a, kind, attribute, "0.0")), cell.get((b, kind, attribute, "0.0"))
+        if strength != "0.0" and za is not None and zb is not None:
+            at0a = {f: i for i, f in enumerate(za["per_pair"]["file"])}
+            at0b = {f: i for i, f in enumerate(zb["per_pair"]["file"])}
+            ch = [(pa["edit_perceptual"][i] - za["per_pair"]["edit_perceptual"][at0a[f]])
+                  - (pb["edit_perceptual"][j] - zb["per_pair"]["edit_perceptual"][at0b[f]])
+                  for (i, j), f in ((ij, pa["file"][ij[0]]) for ij in common) if f in at0a and f in at0b]
+            if ch:
+                d, se = mean_and_se(ch)
+                row["change_diff"], row["change_se"], row["change_z"] = d, se, (d / se if se else None)
         rows.append(row)
     return rows
 
@@ -685,6 +699,8 @@ PAIRED_COLUMNS = [
     ("pairs", "pairs", "d"), ("edit_perceptual_diff", "edit perceptual, e4e − pSp", ".4f"),
     ("edit_perceptual_se", "s.e.", ".4f"), ("edit_perceptual_z", "z", ".1f"),
     ("edit_mse_diff", "edit MSE, e4e − pSp", ".5f"), ("edit_mse_se", "s.e. ", ".5f"), ("edit_mse_z", "z ", ".1f"),
+    ("change_diff", "change from unedited, e4e − pSp", ".4f"), ("change_se", "s.e.  ", ".4f"),
+    ("change_z", "z  ", ".1f"),
 ]
 
 DIRECTION_COLUMNS = [

@@ -48,7 +48,7 @@ MUTATIONS = [
              "            pass\n        if stage",
              ("tests/test_train_e4e_step.py", "-k", "discriminator")),
     Mutation("progressive-stage-off-by-one (encoder)", "nets/encoders.py",
-             "else min(self.stage, self.n_styles - 1)", "else min(self.stage + 1, self.n_styles - 1)",
+             "else min(int(stage), self.n_styles - 1)", "else min(int(stage) + 1, self.n_styles - 1)",
              ("tests/test_encoders.py", "-k", "official or progressive")),
     Mutation("progressive-stage-off-by-one (schedule)", "train/e4e.py",
              "return min(1 + (step - cfg.progressive_start)", "return min((step - cfg.progressive_start)",

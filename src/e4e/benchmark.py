@@ -353,34 +353,35 @@ def paired_rows(curves: list[dict], a: str = "e4e", b: str = "psp") -> list[dict
     """Method a minus method b on the pairs both scored, cell by cell (kind, attribute, strength): the mean
     paired difference of the edit distances to the truth and its standard error, and ("change_*") the same
     for how much each edit moved its distance from the unedited inversion's (perceptual; the part of the
-    distance that is reconstruction cancels). Paired, so the spread
-    between avatars (some are far harder to edit than others) cancels; `z` = mean / se, |z| > 2 is a
+    distance that is reconstruction cancels). Paired, so the spread between avatars (some are far harder to
+    edit than others) cancels; `z` = mean / se, |z| > 2 is a
     difference the sample size resolves. Cells without per-pair values (rows of an earlier version) are left out."""
     cell = {(c["method"], c["kind"], c["attribute"], c["strength"]): c for c in curves if c.get("per_pair")}
+
+    def by_file(c, key):  # a cell's per-pair values of `key`, by pair file
+        return dict(zip(c["per_pair"]["file"], c["per_pair"][key]))
     rows = []
     for (m, kind, attribute, strength), ca in cell.items():
         cb = cell.get((b, kind, attribute, strength))
         if m != a or cb is None:
             continue
-        pa, pb = ca["per_pair"], cb["per_pair"]
-        at = {f: i for i, f in enumerate(pb["file"])}
-        common = [(i, at[f]) for i, f in enumerate(pa["file"]) if f in at]
+        in_b = set(cb["per_pair"]["file"])
+        common = [f for f in ca["per_pair"]["file"] if f in in_b]
         if not common:
             continue
         row = {"kind": kind, "attribute": attribute, "strength": strength, "pairs": len(common)}
         for key in ("edit_perceptual", "edit_mse"):
-            d, se = mean_and_se([pa[key][i] - pb[key][j] for i, j in common])
+            va, vb = by_file(ca, key), by_file(cb, key)
+            d, se = mean_and_se([va[f] - vb[f] for f in common])
             row[f"{key}_diff"], row[f"{key}_se"] = d, se
             row[f"{key}_z"] = d / se if se else None
         # what the edit itself changed: each method's distance minus its unedited (strength 0) distance on the
         # same pair, e4e's change minus pSp's (the reconstruction gap between the two cancels)
         za, zb = cell.get((a, kind, attribute, "0.0")), cell.get((b, kind, attribute, "0.0"))
         if strength != "0.0" and za is not None and zb is not None:
-            at0a = {f: i for i, f in enumerate(za["per_pair"]["file"])}
-            at0b = {f: i for i, f in enumerate(zb["per_pair"]["file"])}
-            ch = [(pa["edit_perceptual"][i] - za["per_pair"]["edit_perceptual"][at0a[f]])
-                  - (pb["edit_perceptual"][j] - zb["per_pair"]["edit_perceptual"][at0b[f]])
-                  for (i, j), f in ((ij, pa["file"][ij[0]]) for ij in common) if f in at0a and f in at0b]
+            va, vb = by_file(ca, "edit_perceptual"), by_file(cb, "edit_perceptual")
+            a0, b0 = by_file(za, "edit_perceptual"), by_file(zb, "edit_perceptual")
+            ch = [(va[f] - a0[f]) - (vb[f] - b0[f]) for f in common if f in a0 and f in b0]
             if ch:
                 d, se = mean_and_se(ch)
                 row["change_diff"], row["change_se"], row["change_z"] = d, se, (d / se if se else None)
@@ -698,9 +699,9 @@ PAIRED_COLUMNS = [
     ("kind", "direction", "s"), ("attribute", "attribute", "s"), ("strength", "strength", "s"),
     ("pairs", "pairs", "d"), ("edit_perceptual_diff", "edit perceptual, e4e − pSp", ".4f"),
     ("edit_perceptual_se", "s.e.", ".4f"), ("edit_perceptual_z", "z", ".1f"),
-    ("edit_mse_diff", "edit MSE, e4e − pSp", ".5f"), ("edit_mse_se", "s.e. ", ".5f"), ("edit_mse_z", "z ", ".1f"),
-    ("change_diff", "change from unedited, e4e − pSp", ".4f"), ("change_se", "s.e.  ", ".4f"),
-    ("change_z", "z  ", ".1f"),
+    ("edit_mse_diff", "edit MSE, e4e − pSp", ".5f"), ("edit_mse_se", "s.e.", ".5f"), ("edit_mse_z", "z", ".1f"),
+    ("change_diff", "change from unedited, e4e − pSp", ".4f"), ("change_se", "s.e.", ".4f"),
+    ("change_z", "z", ".1f"),
 ]
 
 DIRECTION_COLUMNS = [
